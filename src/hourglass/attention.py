@@ -1,0 +1,148 @@
+"""Attention over an encoder memory: additive (Bahdanau et al. 2015) and multiplicative (Luong et al. 2015).
+
+Every module maps a query and a memory to a context vector and the weights that made it::
+
+    context, weights = attention(query, memory, mask)
+    # query (B, H) or (B, T, H); memory (B, S, D); mask (B, S) True at real positions
+    # -> context (B, D) or (B, T, D); weights (B, S) or (B, T, S)
+
+Masked positions get exactly zero weight. A (B, T, H) query attends for T decoder positions at once, which lets
+a decoder without input feeding attend for a whole target sequence in one call during teacher forcing.
+
+The part of the score that depends only on the memory (``W_m m_j`` in the additive score, ``W_a m_j`` in the
+general score) is the same at every decoder step. :meth:`keys` computes it once; a decoder keeps the result in
+its state (never on ``self``) and passes it back as ``keys=``.
+
+Coverage (See et al. 2017, Tu et al. 2016) is an optional input to the additive score: a (B, S) sum of the
+weights of earlier steps, so that the model can learn not to attend to the same words again.
+"""
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from torch import Tensor, nn
+
+from hourglass.errors import ConfigError
+
+AttentionKind = Literal["bahdanau", "dot", "general"]
+
+
+def masked_softmax(scores: Tensor, mask: Tensor) -> Tensor:
+    """Softmax over the last axis with exactly zero weight where ``mask`` is False.
+
+    scores (..., S); mask broadcastable to it. The most negative finite number (not -inf) keeps a row whose
+    positions are all masked (an empty source) free of NaN; multiplying by the mask then zeroes that row.
+    """
+    scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
+    return torch.softmax(scores, dim=-1) * mask
+
+
+class Attention(nn.Module):
+    """Shared plumbing: (B, H) or (B, T, H) queries, masking, and the weighted sum of the memory."""
+
+    def keys(self, memory: Tensor) -> Tensor:
+        """memory (B, S, D) -> keys (B, S, A): the query-independent part of the score."""
+        raise NotImplementedError
+
+    def score(self, query: Tensor, keys: Tensor, coverage: Tensor | None) -> Tensor:
+        """query (B, T, H), keys (B, S, A) -> scores (B, T, S)."""
+        raise NotImplementedError
+
+    def forward(
+        self,
+        query: Tensor,
+        memory: Tensor,
+        mask: Tensor,
+        *,
+        keys: Tensor | None = None,
+        coverage: Tensor | None = None,
+    ) -> tuple[Tensor, Tensor]:
+        """query (B, H) or (B, T, H), memory (B, S, D), mask (B, S) -> context (B[, T], D), weights (B[, T], S)."""
+        single = query.dim() == 2
+        q = query.unsqueeze(1) if single else query  # (B, T, H)
+        k = self.keys(memory) if keys is None else keys  # (B, S, A)
+        cov = None if coverage is None else coverage.unsqueeze(1)  # (B, 1, S)
+        weights = masked_softmax(self.score(q, k, cov), mask.unsqueeze(1))  # (B, T, S)
+        context = torch.bmm(weights, memory)  # (B, T, D)
+        if single:
+            return context.squeeze(1), weights.squeeze(1)
+        return context, weights
+
+
+class AdditiveAttention(Attention):
+    """Bahdanau et al. (2015), eq. 6: ``e_ij = v^T tanh(W_q s_i + W_m m_j [+ w_c cov_ij])``.
+
+    Luong et al. (2015) call the same score "concat". ``coverage=True`` adds the coverage term of See et al.
+    (2017), eq. 11.
+    """
+
+    def __init__(self, *, query_dim: int, memory_dim: int, hidden: int | None = None, coverage: bool = False):
+        super().__init__()
+        hidden = hidden or query_dim
+        self.query_proj = nn.Linear(query_dim, hidden, bias=False)
+        self.memory_proj = nn.Linear(memory_dim, hidden, bias=True)
+        self.coverage_proj = nn.Linear(1, hidden, bias=False) if coverage else None
+        self.v = nn.Linear(hidden, 1, bias=False)
+
+    def keys(self, memory: Tensor) -> Tensor:
+        return self.memory_proj(memory)  # (B, S, A)
+
+    def score(self, query: Tensor, keys: Tensor, coverage: Tensor | None) -> Tensor:
+        hidden = self.query_proj(query).unsqueeze(2) + keys.unsqueeze(1)  # (B, T, S, A)
+        if self.coverage_proj is not None:
+            if coverage is None:
+                raise ValueError("this attention was built with coverage=True; pass coverage (B, S)")
+            hidden = hidden + self.coverage_proj(coverage.unsqueeze(-1))  # (B, 1, S, A) broadcast over T
+        return self.v(torch.tanh(hidden)).squeeze(-1)  # (B, T, S)
+
+
+class DotAttention(Attention):
+    """Luong et al. (2015), "dot": ``e_ij = h_i^T m_j``. The query and memory sizes must be equal."""
+
+    def __init__(self, *, query_dim: int, memory_dim: int):
+        super().__init__()
+        if query_dim != memory_dim:
+            raise ConfigError(
+                f'Attention "dot" scores a decoder state against the encoder memory with a plain dot product, so '
+                f"their sizes must match, but the decoder hidden size is {query_dim} and the encoder memory size "
+                f"is {memory_dim} (a bidirectional encoder doubles it). Set model.decoder.hidden to {memory_dim}, "
+                f'or use attention "general" or "bahdanau", which learn a projection.'
+            )
+
+    def keys(self, memory: Tensor) -> Tensor:
+        return memory  # (B, S, D)
+
+    def score(self, query: Tensor, keys: Tensor, coverage: Tensor | None) -> Tensor:
+        return torch.bmm(query, keys.transpose(1, 2))  # (B, T, S)
+
+
+class GeneralAttention(Attention):
+    """Luong et al. (2015), "general": ``e_ij = h_i^T W_a m_j``; ``W_a m_j`` is precomputed as the keys."""
+
+    def __init__(self, *, query_dim: int, memory_dim: int):
+        super().__init__()
+        self.memory_proj = nn.Linear(memory_dim, query_dim, bias=False)
+
+    def keys(self, memory: Tensor) -> Tensor:
+        return self.memory_proj(memory)  # (B, S, H)
+
+    def score(self, query: Tensor, keys: Tensor, coverage: Tensor | None) -> Tensor:
+        return torch.bmm(query, keys.transpose(1, 2))  # (B, T, S)
+
+
+_KINDS: dict[str, type[Attention]] = {
+    "bahdanau": AdditiveAttention,
+    "dot": DotAttention,
+    "general": GeneralAttention,
+}
+
+
+def make_attention(kind: AttentionKind, query_dim: int, memory_dim: int) -> Attention:
+    """Build the attention named ``kind`` ("bahdanau", "dot" or "general")."""
+    if kind not in _KINDS:
+        raise ConfigError(
+            f'Unknown attention "{kind}". Choose "bahdanau" (additive, Bahdanau et al. 2015), "dot" or "general" '
+            f"(multiplicative, Luong et al. 2015)."
+        )
+    return _KINDS[kind](query_dim=query_dim, memory_dim=memory_dim)

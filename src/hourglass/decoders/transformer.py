@@ -1,0 +1,187 @@
+"""The Transformer decoder (Vaswani et al. 2017), pre-norm, with an incremental key/value cache.
+
+Each layer: masked self-attention, cross-attention over the encoder memory, feed-forward; LayerNorm before each
+sub-layer and once after the stack (pre-norm, Xiong et al. 2020).
+
+``step`` decodes one token. With ``use_cache=True`` (default) the keys and values of the previous positions
+are kept in the state that ``step`` returns (never on ``self``), so a step costs O(t) instead of re-running the
+whole prefix; ``use_cache=False`` re-runs the prefix each step, which gives the same outputs and exists to
+measure what the cache saves. The cross-attention keys and values depend only on the source: ``init_state``
+computes them once.
+
+``forward`` returns the cross-attention weights of the last layer, averaged over heads, (B, T, S); ``step``
+returns (B, S).
+"""
+from __future__ import annotations
+
+from typing import ClassVar, NamedTuple
+
+import torch
+from torch import Tensor, nn
+
+from hourglass._registry import register_decoder
+from hourglass.attention import masked_softmax
+from hourglass.code import Code, CodeSpec
+from hourglass.decoders.base import SequenceDecoder
+from hourglass.encoders.transformer import Positions, TokenEmbedding
+
+
+class TransformerState(NamedTuple):
+    """The decoder state. L layers, h heads, head size dh, t tokens decoded so far."""
+
+    cross_keys: Tensor  # (L, B, h, S, dh)
+    cross_values: Tensor  # (L, B, h, S, dh)
+    mask: Tensor  # (B, S), True at real source tokens
+    self_keys: Tensor  # (L, B, h, t, dh); t = 0 when use_cache=False
+    self_values: Tensor  # (L, B, h, t, dh)
+    prefix: Tensor  # (B, t) the tokens decoded so far (their count is the next position)
+
+
+class MultiHeadAttention(nn.Module):
+    """Scaled dot-product attention with h heads (Vaswani et al. 2017, sec. 3.2), keys projected separately.
+
+    Written out (not ``nn.MultiheadAttention``) so that keys and values can be projected once and cached, and
+    so that a query can come from a different size than the keys (cross-attention on a bidirectional RNN).
+    """
+
+    def __init__(self, *, d_model: int, heads: int, kv_dim: int, dropout: float) -> None:
+        super().__init__()
+        if d_model % heads:
+            raise ValueError(f"d_model={d_model} is not divisible by heads={heads}")
+        self.heads, self.head_dim = heads, d_model // heads
+        self.query = nn.Linear(d_model, d_model)
+        self.key_value = nn.Linear(kv_dim, 2 * d_model)
+        self.out = nn.Linear(d_model, d_model)
+        self.dropout = nn.Dropout(dropout)
+
+    def _split(self, x: Tensor) -> Tensor:
+        """(B, T, h*dh) -> (B, h, T, dh)."""
+        return x.view(x.shape[0], x.shape[1], self.heads, self.head_dim).transpose(1, 2)
+
+    def project_kv(self, source: Tensor) -> tuple[Tensor, Tensor]:
+        """source (B, S, Dk) -> keys, values, each (B, h, S, dh)."""
+        k, v = self.key_value(source).chunk(2, dim=-1)  # (B, S, D) each
+        return self._split(k), self._split(v)
+
+    def forward(self, x: Tensor, keys: Tensor, values: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+        """x (B, T, D), keys/values (B, h, S, dh), mask broadcastable to (B, h, T, S), True where allowed.
+
+        Returns the output (B, T, D) and the attention weights (B, h, T, S) (before dropout).
+        """
+        q = self._split(self.query(x))  # (B, h, T, dh)
+        scores = q @ keys.transpose(-1, -2) / self.head_dim**0.5  # (B, h, T, S)
+        weights = masked_softmax(scores, mask)  # (B, h, T, S)
+        out = self.dropout(weights) @ values  # (B, h, T, dh)
+        out = out.transpose(1, 2).reshape(x.shape[0], x.shape[1], -1)  # (B, T, D)
+        return self.out(out), weights
+
+
+class DecoderLayer(nn.Module):
+    """One pre-norm layer: x + SelfAttn(LN(x)), + CrossAttn(LN(x), memory), + FF(LN(x))."""
+
+    def __init__(self, *, d_model: int, heads: int, ff: int, dropout: float, memory_dim: int) -> None:
+        super().__init__()
+        self.self_norm = nn.LayerNorm(d_model)
+        self.self_attn = MultiHeadAttention(d_model=d_model, heads=heads, kv_dim=d_model, dropout=dropout)
+        self.cross_norm = nn.LayerNorm(d_model)
+        self.cross_attn = MultiHeadAttention(d_model=d_model, heads=heads, kv_dim=memory_dim, dropout=dropout)
+        self.ff_norm = nn.LayerNorm(d_model)
+        self.ff = nn.Sequential(nn.Linear(d_model, ff), nn.GELU(), nn.Dropout(dropout), nn.Linear(ff, d_model))
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: Tensor, past: tuple[Tensor, Tensor], cross: tuple[Tensor, Tensor], causal: Tensor,
+                memory_mask: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """x (B, T, D); past keys/values (B, h, t, dh); cross keys/values (B, h, S, dh); causal (T, t+T);
+        memory_mask (B, S). Returns x (B, T, D), keys and values (B, h, t+T, dh), cross weights (B, h, T, S).
+        """
+        h = self.self_norm(x)
+        k, v = self.self_attn.project_kv(h)  # (B, h, T, dh)
+        k, v = torch.cat([past[0], k], 2), torch.cat([past[1], v], 2)  # (B, h, t+T, dh)
+        x = x + self.dropout(self.self_attn(h, k, v, causal)[0])
+        a, weights = self.cross_attn(self.cross_norm(x), *cross, memory_mask[:, None, None, :])
+        x = x + self.dropout(a)
+        x = x + self.dropout(self.ff(self.ff_norm(x)))
+        return x, k, v, weights
+
+
+@register_decoder("transformer")
+class TransformerDecoder(SequenceDecoder):
+    """Pre-norm Transformer decoder over the encoder memory (module docstring)."""
+
+    needs: ClassVar[tuple[str, ...]] = ("memory",)
+
+    def __init__(
+        self,
+        *,
+        code: CodeSpec,
+        vocab_size: int,
+        pad_id: int,
+        d_model: int = 256,
+        heads: int = 4,
+        layers: int = 3,
+        ff: int = 1024,
+        dropout: float = 0.1,
+        max_len: int = 512,
+        positions: Positions = "sinusoidal",
+        tie_embeddings: bool = False,
+        use_cache: bool = True,
+    ) -> None:
+        super().__init__()
+        self.use_cache = use_cache
+        self.embedding = TokenEmbedding(vocab_size=vocab_size, d_model=d_model, pad_id=pad_id, max_len=max_len,
+                                        positions=positions, dropout=dropout, role="decoder")
+        self.layers = nn.ModuleList(
+            DecoderLayer(d_model=d_model, heads=heads, ff=ff, dropout=dropout, memory_dim=code.memory)
+            for _ in range(layers)
+        )
+        self.norm = nn.LayerNorm(d_model)
+        self.output = nn.Linear(d_model, vocab_size, bias=False)
+        if tie_embeddings:
+            self.output.weight = self.embedding.tokens.weight  # (V, D), shared (Press & Wolf 2017)
+
+    def init_state(self, code: Code) -> TransformerState:
+        kvs = [layer.cross_attn.project_kv(code.memory) for layer in self.layers]  # L x (B, h, S, dh)
+        keys, values = torch.stack([k for k, _ in kvs]), torch.stack([v for _, v in kvs])  # (L, B, h, S, dh)
+        empty = keys[:, :, :, :0]  # (L, B, h, 0, dh)
+        prefix = code.memory_mask.new_zeros(code.memory.shape[0], 0, dtype=torch.long)  # (B, 0)
+        return TransformerState(cross_keys=keys, cross_values=values, mask=code.memory_mask, self_keys=empty,
+                                self_values=empty, prefix=prefix)
+
+    def _run(self, tokens: Tensor, state: TransformerState) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """tokens (B, T) after the t cached positions of ``state`` -> logits (B, T, V), cross weights
+        (B, T, S) of the last layer averaged over heads, and all keys and values (L, B, h, t+T, dh)."""
+        t, n = state.self_keys.shape[3], tokens.shape[1]
+        x = self.embedding(tokens, start=t)  # (B, T, D)
+        causal = torch.ones(n, t + n, dtype=torch.bool, device=tokens.device).tril(t)  # (T, t+T)
+        keys, values = [], []
+        for i, layer in enumerate(self.layers):
+            past = (state.self_keys[i], state.self_values[i])
+            x, k, v, weights = layer(x, past, (state.cross_keys[i], state.cross_values[i]), causal, state.mask)
+            keys.append(k)
+            values.append(v)
+        logits = self.output(self.norm(x))  # (B, T, V)
+        return logits, weights.mean(1), torch.stack(keys), torch.stack(values)
+
+    def forward(self, tokens: Tensor, state: TransformerState) -> tuple[Tensor, Tensor]:
+        """tokens (B, T) from the initial state -> logits (B, T, V), cross-attention (B, T, S)."""
+        logits, weights, _, _ = self._run(tokens, state)
+        return logits, weights
+
+    def step(self, tokens: Tensor, state: TransformerState) -> tuple[Tensor, TransformerState, Tensor]:
+        """tokens (B,) -> logits (B, V), new state, cross-attention (B, S)."""
+        prefix = torch.cat([state.prefix, tokens.unsqueeze(1)], 1)  # (B, t+1)
+        if self.use_cache:
+            logits, weights, keys, values = self._run(tokens.unsqueeze(1), state)  # (B, 1, V), (B, 1, S)
+            state = state._replace(self_keys=keys, self_values=values, prefix=prefix)
+        else:
+            # Without the cache, the whole prefix is decoded again from position 0 (for benchmarks).
+            logits, weights, _, _ = self._run(prefix, state)  # (B, t+1, V), (B, t+1, S)
+            state = state._replace(prefix=prefix)
+        return logits[:, -1], state, weights[:, -1]
+
+    def reorder_state(self, state: TransformerState, index: Tensor) -> TransformerState:
+        return TransformerState(
+            cross_keys=state.cross_keys.index_select(1, index), cross_values=state.cross_values.index_select(1, index),
+            mask=state.mask.index_select(0, index), self_keys=state.self_keys.index_select(1, index),
+            self_values=state.self_values.index_select(1, index), prefix=state.prefix.index_select(0, index),
+        )
