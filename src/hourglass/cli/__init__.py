@@ -1,0 +1,50 @@
+"""The ``hourglass`` command line. Each module in this package adds its subcommands with ``register``."""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import warnings
+
+from hourglass.errors import HourglassError
+
+COMMAND_MODULES = ("core", "images")
+
+
+def _quiet() -> None:
+    """Keep the terminal for the progress bar and our own messages."""
+    import lightning  # noqa: F401 - its import sets its loggers to INFO; lower them afterwards
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric", "pytorch_lightning"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    for pattern in (".*does not have many workers.*", ".*number of training batches.*", ".*LeafSpec.*",
+                    ".*Checkpoint directory.*exists and is not empty.*", ".*TensorBoard.*", ".*isinstance.*"):
+        warnings.filterwarnings("ignore", message=pattern)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+
+def parser() -> argparse.ArgumentParser:
+    import importlib
+
+    p = argparse.ArgumentParser(prog="hourglass", description="Any encoder, any decoder: train, evaluate, use.")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        importlib.import_module(f"hourglass.cli.{name}").register(sub)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    _quiet()
+    args = parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except HourglassError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: the last checkpoint is kept; continue with --resume RUN", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

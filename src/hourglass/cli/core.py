@@ -1,0 +1,91 @@
+"""``recipes``, ``train``, ``evaluate`` and ``info``: the commands every kind of model shares."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from hourglass import recipebook
+from hourglass.errors import CheckpointError
+
+
+def register(sub) -> None:
+    p = sub.add_parser("recipes", help="list the bundled recipes")
+    p.set_defaults(func=cmd_recipes)
+
+    p = sub.add_parser("train", help="train a recipe or a YAML config; prints the run directory last")
+    p.add_argument("recipe", nargs="?", help=f"recipe name or CONFIG.yaml (default: {recipebook.DEFAULT})")
+    p.add_argument("--set", dest="overrides", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
+                   help="override any config key by its dotted path, e.g. --set train.max_epochs=5")
+    p.add_argument("--out", help="run directory (default: runs/NAME-TIMESTAMP)")
+    p.add_argument("--resume", metavar="RUN", help="continue the run in this directory from its last checkpoint")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("evaluate", help="metrics of a trained run on its validation split or other data")
+    p.add_argument("run")
+    p.add_argument("--data", help="evaluate on this data instead of the validation split")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("info", help="the model, its size, its data and its best metrics")
+    p.add_argument("run")
+    p.set_defaults(func=cmd_info)
+
+
+def cmd_recipes(args) -> int:
+    items = recipebook.recipes()
+    width = max(map(len, items), default=0)
+    for name, text in items.items():
+        print(f"{name.ljust(width)}  {text}")
+    return 0
+
+
+def cmd_train(args) -> int:
+    from hourglass.train import train
+
+    if args.resume:
+        run = Path(args.resume)
+        if not (run / "config.yaml").is_file():
+            raise CheckpointError(
+                f"Cannot resume {run}: it is not a run directory (no config.yaml there). Pass the directory that "
+                "`hourglass train` printed, e.g. runs/digits-ae-20260101-120000."
+            )
+        config = recipebook.load(str(run / "config.yaml"), args.overrides)
+        run_dir = train(config, resume=run)
+    else:
+        config = recipebook.load(args.recipe, args.overrides)
+        run_dir = train(config, out=args.out)
+    print(run_dir)
+    return 0
+
+
+def _print_metrics(metrics: dict, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(metrics, sort_keys=True))
+        return
+    for key, value in metrics.items():
+        print(f"{key:28s} {value:.6g}" if isinstance(value, float) else f"{key:28s} {value}")
+
+
+def cmd_evaluate(args) -> int:
+    from hourglass.run import Run
+
+    _print_metrics(Run.load(args.run).evaluate(args.data), args.json)
+    return 0
+
+
+def cmd_info(args) -> int:
+    from hourglass.run import Run
+
+    run = Run.load(args.run)
+    model = run.task.model
+    print(f"run         {run.path}")
+    print(f"task        {run.config.task.name}")
+    print(f"model       {model.describe()}")
+    print(f"parameters  {sum(p.numel() for p in model.parameters()):,}")
+    print(f"data        {json.dumps(run.data.describe())}")
+    metrics = run.metrics()
+    for key, value in (metrics.get("best") or {}).items():
+        print(f"best        {key} = {value}")
+    for key, value in (metrics.get("final") or {}).items():
+        print(f"final       {key} = {value:.6g}" if isinstance(value, float) else f"final       {key} = {value}")
+    return 0

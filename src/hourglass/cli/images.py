@@ -1,0 +1,68 @@
+"""``encode``, ``reconstruct`` and ``sample``: using a trained autoencoder on images."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+
+def register(sub) -> None:
+    p = sub.add_parser("encode", help="write one code vector per input image to a .npy file")
+    p.add_argument("run")
+    p.add_argument("--data", required=True, help="a folder of images, an IDX file, or a .npy/.npz array")
+    p.add_argument("--output", required=True, help="FILE.npy")
+    p.set_defaults(func=cmd_encode)
+
+    p = sub.add_parser("reconstruct", help="draw inputs above their reconstructions")
+    p.add_argument("run")
+    p.add_argument("--data", required=True)
+    p.add_argument("--output", required=True, help="FILE.png")
+    p.add_argument("-n", type=int, default=10, help="how many images to draw (default 10)")
+    p.set_defaults(func=cmd_reconstruct)
+
+    p = sub.add_parser("sample", help="draw samples from a generative model (vae, wae)")
+    p.add_argument("run")
+    p.add_argument("-n", type=int, default=32)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--output", required=True, help="FILE.png")
+    p.set_defaults(func=cmd_sample)
+
+
+def _read(run, path: str, limit: int | None = None) -> np.ndarray:
+    from hourglass.data.images import read_images
+
+    opts = run.config.data.options()
+    channels = run.data.context().encoder["input_shape"][0]
+    return read_images(path, resize=opts.get("resize"), channels=channels, limit=limit).images
+
+
+def cmd_encode(args) -> int:
+    from hourglass.io import atomic_write
+    from hourglass.run import Run
+
+    run = Run.load(args.run)
+    codes = run.encode(_read(run, args.data))
+    atomic_write(Path(args.output), lambda tmp: np.save(open(tmp, "wb"), codes))
+    print(f"wrote {codes.shape[0]} codes of size {codes.shape[1]} to {args.output}")
+    return 0
+
+
+def cmd_reconstruct(args) -> int:
+    from hourglass import plots
+    from hourglass.run import Run
+
+    run = Run.load(args.run)
+    images = _read(run, args.data, limit=args.n)
+    plots.image_grid([images, run.reconstruct(images)], ["input", "reconstruction"], Path(args.output))
+    print(args.output)
+    return 0
+
+
+def cmd_sample(args) -> int:
+    from hourglass import plots
+    from hourglass.run import Run
+
+    run = Run.load(args.run)
+    plots.sample_grid(run.sample(args.n, seed=args.seed), Path(args.output))
+    print(args.output)
+    return 0

@@ -1,0 +1,177 @@
+"""Typed, validated configs.
+
+The config tree mirrors the object tree: ``data``, ``model.encoder``, ``model.bottleneck``, ``model.decoder``,
+``task``, ``train`` and ``trainer``. Fixed sections are pydantic models with ``extra="forbid"``. Component
+sections (``{name: ..., <options>}``) are validated against the registered class's keyword-only constructor,
+so the constructor is the single source of truth for a component's options (see :mod:`hourglass.options`).
+Every error is a :class:`ConfigError` that names the source file and the dotted key, and suggests the
+closest valid key.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal, Optional, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from hourglass.errors import ConfigError, did_you_mean
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class Component(BaseModel):
+    """``name`` plus options; the options are checked against the registered class by the builder."""
+
+    model_config = ConfigDict(extra="allow")
+    name: str
+
+    def options(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+class ModelConfig(Strict):
+    encoder: Component
+    bottleneck: Component = Field(default_factory=lambda: Component(name="none"))
+    decoder: Component
+    # A run directory or .safetensors file to load encoder weights from, and whether to freeze them.
+    pretrained_encoder: Optional[str] = None
+    freeze_encoder: bool = False
+
+
+class EarlyStopping(Strict):
+    monitor: str = "val/loss"
+    mode: Literal["min", "max"] = "min"
+    patience: int = Field(default=5, ge=1)
+    min_delta: float = 0.0
+
+
+class TrainConfig(Strict):
+    max_epochs: int = Field(default=20, ge=1)
+    max_steps: int = -1
+    optimizer: Literal["adam", "adamw", "sgd"] = "adam"
+    lr: float = Field(default=1e-3, gt=0)
+    weight_decay: float = Field(default=0.0, ge=0)
+    scheduler: Literal["none", "cosine", "inverse_sqrt", "linear_warmup"] = "none"
+    warmup_steps: int = Field(default=0, ge=0)
+    gradient_clip: Optional[float] = None
+    monitor: str = "val/loss"
+    mode: Literal["min", "max"] = "min"
+    early_stopping: Optional[EarlyStopping] = None
+    checkpoint_every_n_steps: int = Field(default=100, ge=1)
+    average_last: int = Field(default=0, ge=0)
+    progress: bool = True
+
+
+class TrainerConfig(BaseModel):
+    """Passed through to ``lightning.Trainer``; any extra key must be a Trainer argument."""
+
+    model_config = ConfigDict(extra="allow")
+    accelerator: str = "cpu"
+    devices: Union[int, str, list[int]] = 1
+    strategy: str = "auto"
+    num_nodes: int = 1
+    precision: Union[int, str] = "32-true"
+    log_every_n_steps: int = 10
+    deterministic: bool = False
+
+
+class Config(Strict):
+    name: str = "run"
+    description: str = ""
+    seed: int = 0
+    data: Component
+    model: ModelConfig
+    task: Component
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    trainer: TrainerConfig = Field(default_factory=TrainerConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+
+def parse_value(text: str) -> Any:
+    """A --set value, read as YAML so that numbers, booleans, lists and null keep their types."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str], source: str = "--set") -> dict[str, Any]:
+    """Apply ``KEY=VALUE`` strings (dotted keys) to a raw config dict, in place, and return it."""
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f'{source}: "{item}" is not KEY=VALUE. Write it as, for example, --set train.lr=0.001.')
+        node = raw
+        parts = key.strip().split(".")
+        for i, part in enumerate(parts[:-1]):
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            if not isinstance(child, dict):
+                path = ".".join(parts[: i + 1])
+                raise ConfigError(f'{source}: cannot set "{key}" because "{path}" is a value, not a section.')
+            node = child
+        node[parts[-1]] = parse_value(value)
+    return raw
+
+
+def _keys_at(model: type[BaseModel], loc: tuple) -> list[str]:
+    """The valid field names of the section at ``loc`` (for "did you mean")."""
+    for part in loc[:-1]:
+        field = model.model_fields.get(str(part))
+        ann = getattr(field, "annotation", None) if field else None
+        ann = next((a for a in getattr(ann, "__args__", (ann,)) if isinstance(a, type)), ann)
+        if not (isinstance(ann, type) and issubclass(ann, BaseModel)):
+            return []
+        model = ann
+    return list(model.model_fields)
+
+
+def config_error(err: ValidationError, source: str) -> ConfigError:
+    """Turn pydantic's report into one paragraph per problem."""
+    lines = []
+    for e in err.errors():
+        key = ".".join(str(p) for p in e["loc"])
+        if e["type"] == "extra_forbidden":
+            hint = did_you_mean(str(e["loc"][-1]), _keys_at(Config, e["loc"]))
+            lines.append(f'unknown key "{key}".{hint} Remove it or fix its spelling.')
+        elif e["type"] == "missing":
+            lines.append(f'the key "{key}" is required but missing. Add it to the config.')
+        else:
+            lines.append(f'"{key}" has a wrong value ({e["input"]!r}): {e["msg"]}. Fix its type or value.')
+    return ConfigError(f"Config {source}: " + " Also, ".join(lines))
+
+
+def validate(raw: dict[str, Any], source: str) -> Config:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"Config {source}: the top level must be a mapping of sections (data, model, task, ...).")
+    try:
+        return Config.model_validate(raw)
+    except ValidationError as err:
+        raise config_error(err, source) from None
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"Config file {path} does not exist. Check the path, or run `hourglass recipes`.") from None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"Config file {path} is not valid YAML: {err}. Fix the syntax at that line.") from None
+    return raw or {}
+
+
+def load_config(path: Path, overrides: list[str] = ()) -> Config:
+    raw = apply_overrides(read_yaml(path), list(overrides))
+    return validate(raw, str(path))
+
+
+def save_config(config: Config, path: Path) -> None:
+    from hourglass.io import atomic_write_text
+
+    atomic_write_text(path, yaml.safe_dump(config.to_dict(), sort_keys=False))

@@ -1,0 +1,123 @@
+"""Image data for autoencoders: a folder, an IDX file, a .npy/.npz array, or scikit-learn's digits.
+
+Batches are ``(x (B, C, H, W) float in [0, 1], y (B,) long)``, with ``y = -1`` where there are no labels.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+from hourglass._registry import register_dataset
+from hourglass.data.arrays import ImageArray, load_digits_images, load_images
+from hourglass.data.base import DataModule
+from hourglass.data.sampler import ResumableSampler
+from hourglass.errors import DataError
+from hourglass.model import DataContext
+
+BUILTIN = "digits"
+
+
+def read_images(path: str, *, labels=None, resize=None, channels=None, limit=None) -> ImageArray:
+    """``path`` may be "digits" (bundled with scikit-learn) or anything :func:`load_images` reads."""
+    if path == BUILTIN:
+        arr = load_digits_images()
+        return arr if limit is None else ImageArray(arr.images[:limit], arr.labels[:limit], arr.source)
+    return load_images(path, labels=labels, resize=tuple(resize) if resize else None, channels=channels, limit=limit)
+
+
+def _tensors(arr: ImageArray, index: np.ndarray) -> TensorDataset:
+    x = torch.from_numpy(arr.images[index]).float()  # (N, C, H, W)
+    y = torch.from_numpy(arr.labels[index]).long() if arr.labels is not None else torch.full((len(index),), -1)
+    return TensorDataset(x, y)
+
+
+@register_dataset("images")
+class ImageDataModule(DataModule):
+    def __init__(
+        self,
+        *,
+        path: str = BUILTIN,
+        labels: Optional[str] = None,
+        val_path: Optional[str] = None,
+        val_fraction: float = 0.1,
+        resize: Optional[list[int]] = None,
+        channels: Optional[int] = None,
+        limit: Optional[int] = None,
+        batch_size: int = 64,
+        num_workers: int = 0,
+        split_seed: int = 0,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        if not 0.0 < val_fraction < 1.0 and val_path is None:
+            raise DataError(f"data.val_fraction must be between 0 and 1 (got {val_fraction}); 0.1 is typical.")
+        self.opts = dict(path=path, labels=labels, resize=resize, channels=channels, limit=limit)
+        self.val_path, self.val_fraction = val_path, val_fraction
+        self.batch_size, self.num_workers, self.split_seed = batch_size, num_workers, split_seed
+        self.sampler: ResumableSampler | None = None
+        self.seed = seed
+        self._splits: tuple[TensorDataset, TensorDataset] | None = None
+        self._resume: tuple[int, int] | None = None
+
+    def _load(self) -> tuple[TensorDataset, TensorDataset]:
+        arr = read_images(**self.opts)
+        if self.val_path is not None:
+            val = read_images(self.val_path, resize=self.opts["resize"], channels=arr.images.shape[1])
+            return _tensors(arr, np.arange(len(arr.images))), _tensors(val, np.arange(len(val.images)))
+        n = len(arr.images)
+        n_val = max(1, int(round(n * self.val_fraction)))
+        if n - n_val < 1:
+            raise DataError(f"{arr.source} holds {n} image(s): too few to split off a validation set. Add images.")
+        order = np.random.default_rng(self.split_seed).permutation(n)
+        self.source = arr.source
+        self.class_names = arr.class_names
+        return _tensors(arr, order[n_val:]), _tensors(arr, order[:n_val])
+
+    def setup(self, stage: str | None = None) -> None:
+        if self._splits is None:
+            self._splits = self._load()
+
+    @property
+    def train_set(self) -> TensorDataset:
+        self.setup()
+        return self._splits[0]
+
+    @property
+    def val_set(self) -> TensorDataset:
+        self.setup()
+        return self._splits[1]
+
+    def context(self) -> DataContext:
+        shape = tuple(self.train_set.tensors[0].shape[1:])
+        labels = self.train_set.tensors[1]
+        num_classes = int(labels.max()) + 1 if labels.numel() and labels.min() >= 0 else 0
+        return DataContext(
+            modality="image",
+            encoder={"input_shape": shape},
+            decoder={"output_shape": shape, "num_classes": num_classes},
+        )
+
+    def resume_at(self, epoch: int, batches_done: int) -> None:
+        self._resume = (epoch, batches_done * self.batch_size)
+
+    def train_dataloader(self) -> DataLoader:
+        self.sampler = ResumableSampler(len(self.train_set), seed=self.seed)
+        if self._resume is not None:
+            self.sampler.resume_at(*self._resume)
+            self._resume = None
+        return DataLoader(self.train_set, batch_size=self.batch_size, sampler=self.sampler, num_workers=self.num_workers)
+
+    def val_dataloader(self) -> DataLoader:
+        return DataLoader(self.val_set, batch_size=self.batch_size, num_workers=self.num_workers)
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "source": str(self.opts["path"]),
+            "train": len(self.train_set),
+            "val": len(self.val_set),
+            "shape": list(self.train_set.tensors[0].shape[1:]),
+        }

@@ -1,0 +1,81 @@
+"""An encoder, a bottleneck and a decoder, built from config and checked as a pair when built."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from torch import Tensor, nn
+
+from hourglass._registry import BOTTLENECKS, DECODERS, ENCODERS, load_components
+from hourglass.code import Code, check_pair
+from hourglass.config import ModelConfig
+from hourglass.errors import IncompatiblePairError
+from hourglass.options import build
+
+
+@dataclass(frozen=True)
+class DataContext:
+    """What the data tells the builder: the input modality and the context arguments of each part."""
+
+    modality: str  # "image" | "tokens" | "vector"
+    encoder: dict[str, Any] = field(default_factory=dict)  # e.g. {"input_shape": (1, 28, 28)}
+    decoder: dict[str, Any] = field(default_factory=dict)  # e.g. {"output_shape": (1, 28, 28)}
+
+
+class EncoderDecoder(nn.Module):
+    """encode: input -> Code (through the bottleneck); decode: Code -> output (one-shot decoders)."""
+
+    def __init__(self, *, encoder: nn.Module, bottleneck: nn.Module, decoder: nn.Module, names: dict[str, str]):
+        super().__init__()
+        self.encoder = encoder
+        self.bottleneck = bottleneck
+        self.decoder = decoder
+        self.names = dict(names)
+
+    def encode(self, x: Tensor) -> Code:
+        return self.bottleneck(self.encoder(x))
+
+    def decode(self, code: Code) -> Tensor:
+        return self.decoder(code)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.decode(self.encode(x))
+
+    def describe(self) -> str:
+        return f"{self.names['encoder']} -> {self.names['bottleneck']} -> {self.names['decoder']}"
+
+
+def _check_modality(encoder_name: str, encoder_modality: str, data: DataContext) -> None:
+    if encoder_modality != data.modality:
+        raise IncompatiblePairError(
+            f'Encoder "{encoder_name}" reads {encoder_modality} input, but the data provides {data.modality} '
+            f"input. Choose an encoder for {data.modality} data (see `hourglass info --components`)."
+        )
+
+
+def _check_decoder(name: str, decoder_cls: type, spec, enc_name: str, protocol: type | None) -> None:
+    check_pair(enc_name, spec, name, decoder_cls.needs)
+    reason = decoder_cls.refuse(spec)
+    if reason:
+        raise IncompatiblePairError(f'Decoder "{name}" cannot read the code of encoder "{enc_name}": {reason}')
+    if protocol is not None and not issubclass(decoder_cls, protocol):
+        raise IncompatiblePairError(
+            f'Decoder "{name}" is a {decoder_cls.__mro__[1].__name__}, but this task needs a {protocol.__name__}. '
+            f"Choose one of: {', '.join(n for n in DECODERS.names() if issubclass(DECODERS.get(n), protocol))}."
+        )
+
+
+def build_model(config: ModelConfig, data: DataContext, *, decoder_protocol: type | None = None) -> EncoderDecoder:
+    """Build and check the three parts. Incompatible choices fail here, before any data flows."""
+    load_components()
+    enc_cfg, bn_cfg, dec_cfg = config.encoder, config.bottleneck, config.decoder
+    enc_cls = ENCODERS.get(enc_cfg.name)
+    _check_modality(enc_cfg.name, enc_cls.modality, data)
+    dec_cls = DECODERS.get(dec_cfg.name)
+    BOTTLENECKS.get(bn_cfg.name)
+    encoder = build(ENCODERS, enc_cfg.name, enc_cfg.options(), data.encoder, "model.encoder")
+    bottleneck = build(BOTTLENECKS, bn_cfg.name, bn_cfg.options(), {"code": encoder.spec}, "model.bottleneck")
+    _check_decoder(dec_cfg.name, dec_cls, bottleneck.spec, enc_cfg.name, decoder_protocol)
+    decoder = build(DECODERS, dec_cfg.name, dec_cfg.options(), {**data.decoder, "code": bottleneck.spec}, "model.decoder")
+    names = {"encoder": enc_cfg.name, "bottleneck": bn_cfg.name, "decoder": dec_cfg.name}
+    return EncoderDecoder(encoder=encoder, bottleneck=bottleneck, decoder=decoder, names=names)

@@ -1,0 +1,76 @@
+"""Validate a component's config options against its keyword-only constructor, then build it.
+
+Context arguments (``input_shape``, ``vocab_size``, ``code``, ...) come from the data and the encoder, not from
+the user: setting one in a config is an error, and so is an option the constructor does not take (no
+``**kwargs`` catch-all swallows a typo).
+"""
+from __future__ import annotations
+
+import inspect
+import typing
+from typing import Any
+
+from pydantic import TypeAdapter, ValidationError
+
+from hourglass._registry import Registry
+from hourglass.errors import ConfigError, did_you_mean
+
+#: Arguments the builder supplies; never user options.
+CONTEXT = frozenset(
+    {"input_shape", "output_shape", "vocab_size", "pad_id", "code", "num_classes", "seed", "model", "train"}
+)
+
+
+def parameters(cls: type) -> dict[str, inspect.Parameter]:
+    """The keyword arguments of ``cls.__init__`` (without ``self``)."""
+    sig = inspect.signature(cls.__init__)
+    return {n: p for n, p in sig.parameters.items() if n != "self" and p.kind is not p.VAR_KEYWORD}
+
+
+def user_options(cls: type) -> dict[str, Any]:
+    """Option name -> default, for documentation and ``hourglass info``."""
+    return {n: p.default for n, p in parameters(cls).items() if n not in CONTEXT}
+
+
+def check_options(cls: type, options: dict[str, Any], where: str) -> dict[str, Any]:
+    """Return ``options`` coerced to the constructor's annotated types, or raise ConfigError."""
+    params = parameters(cls)
+    hints = typing.get_type_hints(cls.__init__)
+    valid = [n for n in params if n not in CONTEXT]
+    out = {}
+    for key, value in options.items():
+        if key in CONTEXT:
+            raise ConfigError(f'"{where}.{key}" is set by hourglass from the data and the encoder; remove it from the config.')
+        if key not in params:
+            raise ConfigError(
+                f'Unknown option "{where}.{key}" for {cls.__name__}.{did_you_mean(key, valid)} '
+                f"Valid options: {', '.join(valid) or 'none'}."
+            )
+        out[key] = _coerce(hints.get(key, Any), value, f"{where}.{key}")
+    return out
+
+
+def _coerce(annotation: Any, value: Any, key: str) -> Any:
+    try:
+        return TypeAdapter(annotation).validate_python(value)
+    except ValidationError as err:
+        msg = err.errors()[0]["msg"]
+        raise ConfigError(f'"{key}" has a wrong value {value!r}: {msg}. It must be {_show(annotation)}.') from None
+
+
+def _show(annotation: Any) -> str:
+    return getattr(annotation, "__name__", None) or str(annotation).replace("typing.", "")
+
+
+def build(registry: Registry, name: str, options: dict[str, Any], context: dict[str, Any], where: str) -> Any:
+    """Create ``registry[name]`` with validated ``options`` plus the context arguments it declares."""
+    cls = registry.get(name)
+    kwargs = check_options(cls, options, where)
+    params = parameters(cls)
+    for key in params:
+        if key in CONTEXT and key in context:
+            kwargs[key] = context[key]
+    missing = [k for k, p in params.items() if p.default is p.empty and k not in kwargs]
+    if missing:
+        raise ConfigError(f'{where} "{name}" needs {", ".join(missing)}, which this data does not provide.')
+    return cls(**kwargs)

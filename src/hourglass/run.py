@@ -1,0 +1,108 @@
+"""A trained run, loaded from its directory: the Python face of ``hourglass evaluate/encode/...``."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from hourglass.config import Config, read_yaml, validate
+from hourglass.errors import CheckpointError, DataError, HourglassError
+from hourglass.weights import load_weights
+
+
+class Run:
+    """``Run.load(path)``; then ``encode``, ``decode``, ``reconstruct``, ``sample`` on numpy arrays."""
+
+    def __init__(self, path: Path, config: Config, task, data) -> None:
+        self.path, self.config, self.task, self.data = Path(path), config, task, data
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Run":
+        from hourglass.train import build_data, build_task
+
+        path = Path(path)
+        if not (path / "config.yaml").is_file():
+            raise CheckpointError(
+                f"{path} is not an hourglass run directory (no config.yaml). Pass the folder that "
+                "`hourglass train` printed last."
+            )
+        config = validate(read_yaml(path / "config.yaml"), str(path / "config.yaml"))
+        data = build_data(config)
+        data.load_artifacts(path)
+        data.setup("fit")
+        task = build_task(config, data)
+        load_weights(task.model, path / "model.safetensors",
+                     hint="This file does not belong to the config beside it; retrain or restore the run's own file.")
+        task.eval()
+        return cls(path, config, task, data)
+
+    # -- metrics ----------------------------------------------------------------------------------------------
+    def metrics(self) -> dict[str, Any]:
+        file = self.path / "metrics.json"
+        return json.loads(file.read_text()) if file.is_file() else {}
+
+    def evaluate(self, data_path: str | None = None) -> dict[str, float]:
+        data = self.data if data_path is None else self.with_val_data(data_path)
+        return self.task.evaluate(data)
+
+    def with_val_data(self, data_path: str):
+        """A copy of the run's data module whose validation split is the data at ``data_path``."""
+        from hourglass.train import build_data
+
+        opts = dict(self.config.data.options(), val_path=str(data_path))
+        data = build_data(self.config.model_copy(update={"data": self.config.data.model_copy(update=opts)}))
+        data.load_artifacts(self.path)
+        data.setup("fit")
+        self._check_shape(data)
+        return data
+
+    def _check_shape(self, data) -> None:
+        want, got = self.data.context().encoder, data.context().encoder
+        if want.get("input_shape") and tuple(data.val_set.tensors[0].shape[1:]) != tuple(want["input_shape"]):
+            raise DataError(
+                f"The images are {tuple(data.val_set.tensors[0].shape[1:])} (C, H, W) but the model of {self.path} "
+                f"was trained on {tuple(want['input_shape'])}. Resize them (data.resize) or use matching images."
+            )
+
+    # -- model use (autoencoders) -------------------------------------------------------------------------------
+    def _images(self, images: np.ndarray) -> torch.Tensor:
+        x = torch.as_tensor(np.asarray(images, dtype=np.float32))
+        want = tuple(self.data.context().encoder["input_shape"])
+        if tuple(x.shape[1:]) != want:
+            raise DataError(f"Expected images of shape (N, {', '.join(map(str, want))}), got {tuple(x.shape)}.")
+        return x
+
+    @torch.no_grad()
+    def encode(self, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
+        """(N, C, H, W) in [0, 1] -> codes (N, D)."""
+        x = self._images(images)
+        parts = [self.task.model.encode(x[i : i + batch_size]).vector for i in range(0, len(x), batch_size)]
+        return torch.cat(parts).numpy()
+
+    @torch.no_grad()
+    def decode(self, codes: np.ndarray) -> np.ndarray:
+        """(N, D) -> images (N, C, H, W) in [0, 1]."""
+        return self.task.decode(torch.as_tensor(np.asarray(codes, dtype=np.float32))).numpy()
+
+    @torch.no_grad()
+    def reconstruct(self, images: np.ndarray) -> np.ndarray:
+        return self.task.reconstruct(self._images(images)).numpy()
+
+    @torch.no_grad()
+    def sample(self, n: int, seed: int = 0) -> np.ndarray:
+        """n images decoded from codes drawn from the prior N(0, I) (VAE and WAE)."""
+        if not self.task.generative:
+            raise HourglassError(
+                f'The run {self.path} is a "{self.config.task.name}" model, which has no prior to sample from. '
+                "Sampling needs a generative model: train a vae or wae recipe (e.g. mnist-vae)."
+            )
+        dim = self.task.model.bottleneck.spec.vector
+        z = torch.randn(n, dim, generator=torch.Generator().manual_seed(seed))
+        return self.decode(z.numpy())
+
+
+def load_run(path: str | Path) -> Run:
+    return Run.load(path)

@@ -1,0 +1,244 @@
+"""Greedy search, beam search and sampling, written only against the SequenceDecoder protocol.
+
+Every function takes a decoder and the encoder's :class:`~hourglass.code.Code`, and calls only
+``decoder.init_state``, ``decoder.step`` and ``decoder.reorder_state``; there is no branch on the decoder's type.
+The Code (not a state) is the input because it knows its batch size, and the state is opaque here.
+
+Conventions shared by all three:
+
+- ``max_len`` is the most output tokens a hypothesis may have, not counting bos and eos: an int, or a (B,)
+  tensor for a limit per sentence (for example ``ratio * source_length``). When a hypothesis reaches it, eos is
+  the only token allowed, so every hypothesis ends with eos (and its probability counts in the score).
+- Scores are sums of log-probabilities (natural log), divided by the length penalty in beam search.
+- ``Hypotheses.attention[b]`` is the best hypothesis' attention, (T + 1, S_b): one row per output token plus
+  the final eos row, one column per real source token (when the Code has a ``memory_mask``). It is None when
+  the decoder returns no attention.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from torch import Tensor
+
+from hourglass.code import Code
+from hourglass.decoders.base import SequenceDecoder
+
+
+@dataclass(frozen=True)
+class Hypotheses:
+    """The result of a search for B sentences."""
+
+    tokens: list[list[list[int]]]  # [B][nbest] token ids, without bos and eos, best first
+    scores: list[list[float]]  # [B][nbest]
+    attention: list[Tensor | None]  # [B] (T + 1, S_b) for the best hypothesis, or None
+
+    def best(self) -> list[list[int]]:
+        """[B] the best hypothesis of each sentence."""
+        return [n[0] for n in self.tokens]
+
+
+def _device(decoder: SequenceDecoder) -> torch.device:
+    return next(decoder.parameters()).device
+
+
+def _limits(max_len: int | Tensor, batch: int, device: torch.device) -> Tensor:
+    """max_len, an int or (B,) -> (B,) long."""
+    if isinstance(max_len, Tensor):
+        if max_len.shape != (batch,):
+            raise ValueError(f"max_len must be an int or a ({batch},) tensor, got shape {tuple(max_len.shape)}")
+        return max_len.to(device=device, dtype=torch.long)
+    return torch.full((batch,), int(max_len), dtype=torch.long, device=device)
+
+
+def _force_eos(logp: Tensor, t: int, limit: Tensor, eos: int) -> Tensor:
+    """logp (N, V): rows whose hypothesis has ``limit`` tokens (``t >= limit``) may only end."""
+    full = (limit <= t).unsqueeze(1)  # (N, 1)
+    only_eos = torch.full_like(logp, float("-inf"))
+    only_eos[:, eos] = logp[:, eos]
+    return torch.where(full, only_eos, logp)
+
+
+def _source_lengths(code: Code, batch: int) -> list[int] | None:
+    return None if code.memory_mask is None else code.memory_mask.sum(1).tolist()
+
+
+def _trim(attention: Tensor | None, length: int | None) -> Tensor | None:
+    """(T + 1, S) -> (T + 1, S_b): drop the columns of source padding."""
+    if attention is None or length is None:
+        return attention
+    return attention[:, :length].cpu()
+
+
+# --------------------------------------------------------------------------------------------- greedy & sampling
+def _decode(decoder: SequenceDecoder, code: Code, choose: Callable[[Tensor], Tensor], *, bos: int, eos: int,
+            max_len: int | Tensor) -> Hypotheses:
+    """Pick one token per sentence and step, with ``choose(logp (B, V)) -> (B,)``, until every sentence ends."""
+    batch, device = code.batch_size, _device(decoder)
+    limit = _limits(max_len, batch, device)
+    state = decoder.init_state(code)
+    tokens = torch.full((batch,), bos, dtype=torch.long, device=device)
+    done = torch.zeros(batch, dtype=torch.bool, device=device)
+    score, chosen, attention = None, [], []
+    for t in range(int(limit.max()) + 1):
+        logits, state, weights = decoder.step(tokens, state)
+        logp = _force_eos(torch.log_softmax(logits, -1), t, limit, eos)  # (B, V)
+        tokens = choose(logp)  # (B,)
+        gained = logp.gather(1, tokens.unsqueeze(1)).squeeze(1)  # (B,)
+        # The same additions as beam search's ``scores + logp``, so that beam 1 equals greedy bit for bit.
+        score = gained if score is None else torch.where(done, score, score + gained)
+        chosen.append(tokens)
+        attention.append(weights)
+        done = done | (tokens == eos)
+        if bool(done.all()):
+            break
+    steps = torch.stack(chosen, 1).tolist()  # (B, T')
+    weights = None if attention[0] is None else torch.stack(attention, 1)  # (B, T', S)
+    lengths = _source_lengths(code, batch)
+    out_tokens, out_attention = [], []
+    for b, row in enumerate(steps):
+        n = row.index(eos) if eos in row else len(row)
+        out_tokens.append([row[:n]])
+        out_attention.append(None if weights is None else _trim(weights[b, : n + 1], lengths and lengths[b]))
+    return Hypotheses(tokens=out_tokens, scores=[[s] for s in score.tolist()], attention=out_attention)
+
+
+def greedy(decoder: SequenceDecoder, code: Code, *, bos: int, eos: int, max_len: int | Tensor) -> Hypotheses:
+    """The most likely token at every step."""
+    return _decode(decoder, code, lambda logp: logp.argmax(-1), bos=bos, eos=eos, max_len=max_len)
+
+
+def filter_logits(logits: Tensor, *, top_k: int = 0, top_p: float = 1.0) -> Tensor:
+    """logits (N, V) with -inf outside the top-k tokens (Fan et al. 2018) and outside the nucleus, the fewest
+    tokens whose probability sums to at least ``top_p`` (Holtzman et al. 2020). 0 and 1.0 switch them off."""
+    if top_k > 0:
+        kth = logits.topk(min(top_k, logits.shape[-1]), dim=-1).values[:, -1:]  # (N, 1)
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p < 1.0:
+        ordered, order = logits.sort(dim=-1, descending=True)  # (N, V)
+        probs = ordered.softmax(-1)
+        before = probs.cumsum(-1) - probs  # mass of the better tokens; the best token always stays
+        drop = (before >= top_p).scatter(1, order, before >= top_p)  # back to vocabulary order
+        logits = logits.masked_fill(drop, float("-inf"))
+    return logits
+
+
+def sample(decoder: SequenceDecoder, code: Code, *, bos: int, eos: int, max_len: int | Tensor,
+           temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
+           generator: torch.Generator | None = None) -> Hypotheses:
+    """Ancestral sampling from softmax(logits / temperature), optionally restricted to top-k / top-p.
+
+    Scores are log-probabilities under the model itself (temperature 1, no filtering).
+    """
+    if temperature <= 0:
+        raise ValueError(f"temperature must be > 0 (got {temperature}); use greedy() for temperature 0")
+
+    def choose(logp: Tensor) -> Tensor:
+        probs = filter_logits(logp / temperature, top_k=top_k, top_p=top_p).softmax(-1)  # (B, V)
+        return torch.multinomial(probs, 1, generator=generator).squeeze(1)
+
+    return _decode(decoder, code, choose, bos=bos, eos=eos, max_len=max_len)
+
+
+# ---------------------------------------------------------------------------------------------------- beam search
+def length_penalty(length: int, alpha: float) -> float:
+    """GNMT's lp(Y) = ((5 + |Y|) / 6) ** alpha (Wu et al. 2016, eq. 14); |Y| counts eos."""
+    return ((5.0 + length) / 6.0) ** alpha
+
+
+def ban_repeats(logp: Tensor, history: Tensor, n: int) -> Tensor:
+    """logp (N, V) with -inf on every token that would repeat an n-gram of ``history`` (N, t) (Paulus et al.
+    2018)."""
+    t = history.shape[1]
+    if n <= 0 or t < n - 1 or t == 0:
+        return logp
+    grams = history.unfold(1, n, 1) if t >= n else history.new_zeros(history.shape[0], 0, n)  # (N, G, n)
+    tail = history[:, t - (n - 1):].unsqueeze(1)  # (N, 1, n-1): the last n-1 tokens
+    match = (grams[:, :, :-1] == tail).all(-1)  # (N, G): n-grams that the next token would complete
+    counts = torch.zeros_like(logp).scatter_add_(1, grams[:, :, -1], match.to(logp.dtype))  # (N, V)
+    return logp.masked_fill(counts > 0, float("-inf"))
+
+
+@dataclass
+class _Finished:
+    """One sentence's finished hypotheses: (normalized score, tokens, attention (T + 1, S) or None)."""
+
+    items: list[tuple[float, list[int], Tensor | None]]
+
+
+def _finalize(finished: list[_Finished], done: Tensor, top: Tensor, origin: Tensor, token: Tensor,
+              history: Tensor, attention: Tensor | None, *, eos: int, beam: int, alpha: float) -> None:
+    """Move eos candidates ranked within the top ``beam`` (as fairseq does) to ``finished``.
+
+    top, origin (flat row), token: (B, 2K) candidates, best first; history (B*K, t); attention (B*K, t+1, S).
+    """
+    hits = (token[:, :beam] == eos) & top[:, :beam].isfinite() & ~done.unsqueeze(1)  # (B, K)
+    for b, j in hits.nonzero().tolist():
+        if len(finished[b].items) >= beam:
+            continue
+        row = int(origin[b, j])
+        tokens = history[row].tolist()
+        score = float(top[b, j]) / length_penalty(len(tokens) + 1, alpha)
+        finished[b].items.append((score, tokens, None if attention is None else attention[row]))
+
+
+def _next_beams(top: Tensor, origin: Tensor, token: Tensor, *, eos: int, beam: int) -> tuple[Tensor, Tensor, Tensor]:
+    """The best ``beam`` candidates that do not end, per sentence: scores, flat origin rows, tokens (B*K,)."""
+    ends = token == eos  # (B, 2K)
+    rank = torch.arange(token.shape[1], device=token.device)
+    keep = (ends.long() * token.shape[1] + rank).argsort(1)[:, :beam]  # (B, K): non-eos first, by rank
+    scores = top.gather(1, keep).masked_fill(ends.gather(1, keep), float("-inf"))  # eos only if nothing else
+    return scores.reshape(-1), origin.gather(1, keep).reshape(-1), token.gather(1, keep).reshape(-1)
+
+
+def beam_search(decoder: SequenceDecoder, code: Code, *, beam: int, bos: int, eos: int, max_len: int | Tensor,
+                length_penalty: float = 0.0, no_repeat_ngram: int = 0, nbest: int = 1) -> Hypotheses:
+    """Beam search batched over sentences and beams: B*K rows, one ``step`` call per time step.
+
+    A hypothesis that ends is kept aside; a sentence is done when it has ``beam`` of them or reached its
+    ``max_len``, and the search stops when every sentence is done. Hypotheses are ranked by
+    score / lp(Y) with GNMT's length penalty, ``length_penalty`` being its alpha (0 = none).
+    """
+    if not 1 <= nbest <= beam:
+        raise ValueError(f"nbest must be between 1 and beam={beam}, got {nbest}")
+    batch, k, device, alpha = code.batch_size, beam, _device(decoder), length_penalty
+    limit = _limits(max_len, batch, device)
+    rows = torch.arange(batch, device=device)
+    state = decoder.reorder_state(decoder.init_state(code), rows.repeat_interleave(k))  # B*K rows
+    tokens = torch.full((batch * k,), bos, dtype=torch.long, device=device)
+    history = tokens.new_zeros(batch * k, 0)  # (B*K, t)
+    attention, scores = None, None  # (B*K, t, S), (B*K,)
+    finished = [_Finished([]) for _ in range(batch)]
+    done = torch.zeros(batch, dtype=torch.bool, device=device)
+    for t in range(int(limit.max()) + 1):
+        logits, state, weights = decoder.step(tokens, state)
+        logp = torch.log_softmax(logits, -1)  # (B*K, V)
+        if scores is None:  # only the first beam is alive at the start, or all K would expand the same way
+            scores = logp.new_full((batch, k), float("-inf")).index_fill_(1, rows.new_zeros(1), 0.0).view(-1)
+        logp = ban_repeats(_force_eos(logp, t, limit.repeat_interleave(k), eos), history, no_repeat_ngram)
+        if weights is not None:
+            step_weights = weights.unsqueeze(1)  # (B*K, 1, S)
+            attention = step_weights if attention is None else torch.cat([attention, step_weights], 1)
+        vocab = logp.shape[1]
+        top, idx = (scores.unsqueeze(1) + logp).view(batch, k * vocab).topk(min(2 * k, k * vocab), dim=1)
+        origin, token = idx // vocab + rows.unsqueeze(1) * k, idx % vocab  # (B, 2K) flat rows and tokens
+        _finalize(finished, done, top, origin, token, history, attention, eos=eos, beam=k, alpha=alpha)
+        done = done | (limit <= t) | torch.tensor([len(f.items) >= k for f in finished], device=device)
+        if bool(done.all()):
+            break
+        scores, select, tokens = _next_beams(top, origin, token, eos=eos, beam=k)
+        state = decoder.reorder_state(state, select)
+        history = torch.cat([history[select], tokens.unsqueeze(1)], 1)  # (B*K, t+1)
+        attention = None if attention is None else attention[select]
+    return _collect(finished, nbest, _source_lengths(code, batch))
+
+
+def _collect(finished: list[_Finished], nbest: int, lengths: list[int] | None) -> Hypotheses:
+    tokens, scores, attention = [], [], []
+    for b, f in enumerate(finished):
+        ranked = sorted(f.items, key=lambda item: -item[0])[:nbest]  # stable: earlier wins a tie
+        tokens.append([item[1] for item in ranked])
+        scores.append([item[0] for item in ranked])
+        attention.append(_trim(ranked[0][2], lengths and lengths[b]))
+    return Hypotheses(tokens=tokens, scores=scores, attention=attention)

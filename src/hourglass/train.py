@@ -1,0 +1,154 @@
+"""Build data, model and task from a config, train them with Lightning, and fill the run directory.
+
+Run directory: ``config.yaml``, ``checkpoints/{last,best}.safetensors``, ``model.safetensors`` (best
+weights), ``metrics.json``, ``logs/`` (CSV and TensorBoard), ``plots/*.png`` and ``report.html``.
+"""
+from __future__ import annotations
+
+import inspect
+import json
+import os
+import time
+from datetime import datetime
+from pathlib import Path
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+
+from hourglass._registry import DATASETS, TASKS, load_components
+from hourglass.checkpoint import SafetensorsCheckpointIO, load_tree, read_metadata
+from hourglass.config import Config, save_config
+from hourglass.errors import CheckpointError, ConfigError, did_you_mean
+from hourglass.io import atomic_write_json
+from hourglass.model import build_model
+from hourglass.options import build
+from hourglass.weights import check_state, save_weights
+
+RUN_DIR_ENV = "HOURGLASS_RUN_DIR"  # shared with the processes Lightning's DDP launcher starts
+
+
+def build_data(config: Config):
+    load_components()
+    return build(DATASETS, config.data.name, config.data.options(), {"seed": config.seed}, "data")
+
+
+def build_task(config: Config, data):
+    """The task around a freshly built (and pair-checked) model."""
+    load_components()
+    task_cls = TASKS.get(config.task.name)
+    model = build_model(config.model, data.context(), decoder_protocol=task_cls.decoder_protocol)
+    if config.model.pretrained_encoder or config.model.freeze_encoder:
+        from hourglass.pretrained import prepare_encoder
+
+        prepare_encoder(model, config.model)
+    context = {"model": model, "train": config.train, "seed": config.seed}
+    return build(TASKS, config.task.name, config.task.options(), context, "task")
+
+
+def new_run_dir(config: Config, out: str | None) -> Path:
+    if os.environ.get(RUN_DIR_ENV):
+        return Path(os.environ[RUN_DIR_ENV])
+    if out:
+        return Path(out)
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    path = Path("runs") / f"{config.name}-{stamp}"
+    n = 1
+    while path.exists():
+        n += 1
+        path = Path("runs") / f"{config.name}-{stamp}-{n}"
+    return path
+
+
+def trainer_kwargs(config: Config) -> dict:
+    """``trainer`` section -> Trainer keyword arguments; an unknown key is a config error."""
+    valid = set(inspect.signature(L.Trainer.__init__).parameters) - {"self"}
+    kwargs = config.trainer.model_dump()
+    for key in kwargs:
+        if key not in valid:
+            raise ConfigError(f'Unknown key "trainer.{key}": it is not a lightning.Trainer argument.{did_you_mean(key, valid)}')
+    return kwargs
+
+
+def make_trainer(config: Config, run_dir: Path) -> L.Trainer:
+    tc = config.train
+    ckpt_dir = run_dir / "checkpoints"
+    best = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor=tc.monitor, mode=tc.mode,
+                           save_top_k=1, enable_version_counter=False)
+    last = ModelCheckpoint(dirpath=ckpt_dir, filename="last", every_n_train_steps=tc.checkpoint_every_n_steps,
+                           save_top_k=1, enable_version_counter=False)
+    for cb in (best, last):
+        cb.FILE_EXTENSION = ".safetensors"
+    callbacks = [best, last]
+    if tc.early_stopping:
+        es = tc.early_stopping
+        callbacks.append(EarlyStopping(monitor=es.monitor, mode=es.mode, patience=es.patience, min_delta=es.min_delta))
+    loggers = [CSVLogger(run_dir, name="logs", version=""), TensorBoardLogger(run_dir, name="logs", version="tb")]
+    return L.Trainer(
+        default_root_dir=run_dir, max_epochs=tc.max_epochs, max_steps=tc.max_steps, callbacks=callbacks,
+        logger=loggers, plugins=[SafetensorsCheckpointIO()], gradient_clip_val=tc.gradient_clip,
+        enable_progress_bar=tc.progress, enable_model_summary=False, **trainer_kwargs(config),
+    )
+
+
+def resume_checkpoint(run_dir: Path, task, data) -> Path:
+    """The checkpoint to continue from, checked against the model; positions the sampler mid-epoch."""
+    path = run_dir / "checkpoints" / "last.safetensors"
+    if not path.is_file():
+        raise CheckpointError(f"Cannot resume {run_dir}: it has no checkpoints/last.safetensors. Start a new run instead.")
+    read_metadata(path)
+    tree = load_tree(path)
+    check_state(task, tree["state_dict"], path, "Resume a run with the config it was trained with.")
+    pos = tree.get("hourglass") or {}
+    if pos:
+        epoch, done = pos["epoch"], pos["batches_done"]
+        data.resume_at(*((epoch + 1, 0) if pos.get("epoch_complete") else (epoch, done)))
+    return path
+
+
+def train(config: Config, *, out: str | None = None, resume: Path | None = None) -> Path:
+    """Train ``config``; return the run directory. ``resume`` continues that run directory."""
+    L.seed_everything(config.seed, workers=True, verbose=False)
+    data = build_data(config)
+    data.setup("fit")
+    task = build_task(config, data)
+    run_dir = Path(resume) if resume else new_run_dir(config, out)
+    os.environ[RUN_DIR_ENV] = str(run_dir)
+    ckpt = resume_checkpoint(run_dir, task, data) if resume else None
+    run_dir.mkdir(parents=True, exist_ok=True)
+    save_config(config, run_dir / "config.yaml")
+    trainer = make_trainer(config, run_dir)
+    start = time.time()
+    trainer.fit(task, datamodule=data, ckpt_path=str(ckpt) if ckpt else None)
+    if trainer.is_global_zero:
+        finish(config, task, data, trainer, run_dir, time.time() - start)
+    os.environ.pop(RUN_DIR_ENV, None)
+    return run_dir
+
+
+def finish(config: Config, task, data, trainer: L.Trainer, run_dir: Path, seconds: float) -> None:
+    """Export the best weights, then write metrics, pictures and the report."""
+    from hourglass.report import write_report
+
+    best = trainer.checkpoint_callbacks[0]
+    if best.best_model_path and Path(best.best_model_path).is_file():
+        task.load_state_dict(load_tree(Path(best.best_model_path))["state_dict"])
+    task.to("cpu")
+    save_weights(task.model, run_dir / "model.safetensors", {"config": config.to_dict()})
+    data.save_artifacts(run_dir)
+    metrics = {
+        "final": task.evaluate(data),
+        "best": {config.train.monitor: _float(best.best_model_score)},
+        "epochs": trainer.current_epoch,
+        "steps": trainer.global_step,
+        "train_seconds": round(seconds, 2),
+        "parameters": sum(p.numel() for p in task.model.parameters()),
+    }
+    atomic_write_json(run_dir / "metrics.json", metrics)
+    task.plots(data, run_dir / "plots")
+    write_report(run_dir)
+
+
+def _float(x) -> float | None:
+    return float(x) if isinstance(x, torch.Tensor) else x
