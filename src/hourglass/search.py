@@ -60,15 +60,16 @@ def _force_eos(logp: Tensor, t: int, limit: Tensor, eos: int) -> Tensor:
     return torch.where(full, only_eos, logp)
 
 
-def _source_lengths(code: Code, batch: int) -> list[int] | None:
-    return None if code.memory_mask is None else code.memory_mask.sum(1).tolist()
+def _trimmer(code: Code) -> Callable[[Tensor | None, int], Tensor | None]:
+    """A function (attention (T + 1, S), sentence b) -> (T + 1, S_b) on the CPU, without source padding."""
+    lengths = None if code.memory_mask is None else code.memory_mask.sum(1).tolist()
 
+    def trim(attention: Tensor | None, b: int) -> Tensor | None:
+        if attention is None:
+            return None
+        return (attention if lengths is None else attention[:, : lengths[b]]).cpu()
 
-def _trim(attention: Tensor | None, length: int | None) -> Tensor | None:
-    """(T + 1, S) -> (T + 1, S_b): drop the columns of source padding."""
-    if attention is None or length is None:
-        return attention
-    return attention[:, :length].cpu()
+    return trim
 
 
 # --------------------------------------------------------------------------------------------- greedy & sampling
@@ -95,12 +96,12 @@ def _decode(decoder: SequenceDecoder, code: Code, choose: Callable[[Tensor], Ten
             break
     steps = torch.stack(chosen, 1).tolist()  # (B, T')
     weights = None if attention[0] is None else torch.stack(attention, 1)  # (B, T', S)
-    lengths = _source_lengths(code, batch)
+    trim = _trimmer(code)
     out_tokens, out_attention = [], []
     for b, row in enumerate(steps):
         n = row.index(eos) if eos in row else len(row)
         out_tokens.append([row[:n]])
-        out_attention.append(None if weights is None else _trim(weights[b, : n + 1], lengths and lengths[b]))
+        out_attention.append(None if weights is None else trim(weights[b, : n + 1], b))
     return Hypotheses(tokens=out_tokens, scores=[[s] for s in score.tolist()], attention=out_attention)
 
 
@@ -142,7 +143,7 @@ def sample(decoder: SequenceDecoder, code: Code, *, bos: int, eos: int, max_len:
 
 
 # ---------------------------------------------------------------------------------------------------- beam search
-def length_penalty(length: int, alpha: float) -> float:
+def gnmt_penalty(length: int, alpha: float) -> float:
     """GNMT's lp(Y) = ((5 + |Y|) / 6) ** alpha (Wu et al. 2016, eq. 14); |Y| counts eos."""
     return ((5.0 + length) / 6.0) ** alpha
 
@@ -151,9 +152,9 @@ def ban_repeats(logp: Tensor, history: Tensor, n: int) -> Tensor:
     """logp (N, V) with -inf on every token that would repeat an n-gram of ``history`` (N, t) (Paulus et al.
     2018)."""
     t = history.shape[1]
-    if n <= 0 or t < n - 1 or t == 0:
+    if n <= 0 or t < n:  # no complete n-gram yet, nothing to repeat
         return logp
-    grams = history.unfold(1, n, 1) if t >= n else history.new_zeros(history.shape[0], 0, n)  # (N, G, n)
+    grams = history.unfold(1, n, 1)  # (N, G, n), G = t - n + 1
     tail = history[:, t - (n - 1):].unsqueeze(1)  # (N, 1, n-1): the last n-1 tokens
     match = (grams[:, :, :-1] == tail).all(-1)  # (N, G): n-grams that the next token would complete
     counts = torch.zeros_like(logp).scatter_add_(1, grams[:, :, -1], match.to(logp.dtype))  # (N, V)
@@ -179,7 +180,7 @@ def _finalize(finished: list[_Finished], done: Tensor, top: Tensor, origin: Tens
             continue
         row = int(origin[b, j])
         tokens = history[row].tolist()
-        score = float(top[b, j]) / length_penalty(len(tokens) + 1, alpha)
+        score = float(top[b, j]) / gnmt_penalty(len(tokens) + 1, alpha)
         finished[b].items.append((score, tokens, None if attention is None else attention[row]))
 
 
@@ -231,14 +232,15 @@ def beam_search(decoder: SequenceDecoder, code: Code, *, beam: int, bos: int, eo
         state = decoder.reorder_state(state, select)
         history = torch.cat([history[select], tokens.unsqueeze(1)], 1)  # (B*K, t+1)
         attention = None if attention is None else attention[select]
-    return _collect(finished, nbest, _source_lengths(code, batch))
+    return _collect(finished, nbest, _trimmer(code))
 
 
-def _collect(finished: list[_Finished], nbest: int, lengths: list[int] | None) -> Hypotheses:
+def _collect(finished: list[_Finished], nbest: int, trim: Callable[[Tensor | None, int], Tensor | None]) -> Hypotheses:
     tokens, scores, attention = [], [], []
     for b, f in enumerate(finished):
+        # Every sentence has one finished hypothesis at least: eos is forced at max_len on the best beam.
         ranked = sorted(f.items, key=lambda item: -item[0])[:nbest]  # stable: earlier wins a tie
         tokens.append([item[1] for item in ranked])
         scores.append([item[0] for item in ranked])
-        attention.append(_trim(ranked[0][2], lengths and lengths[b]))
+        attention.append(trim(ranked[0][2], b))
     return Hypotheses(tokens=tokens, scores=scores, attention=attention)

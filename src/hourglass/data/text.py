@@ -1,0 +1,150 @@
+"""Reading parallel text: two aligned files (line i translates line i) or one tab-separated file.
+
+Files are UTF-8, plain or gzip-compressed (recognized by their first bytes, not their name). Lines lose their
+line terminator and surrounding whitespace; a UTF-8 byte-order mark at the start is dropped.
+
+Empty lines: a pair with an empty side carries nothing to learn, so it is skipped, and the number of skipped
+pairs is reported with :func:`warnings.warn` (a ``UserWarning`` naming the files, the count and the first such
+line), so that the return value stays a plain list of pairs. Everything else that is wrong raises a
+:class:`~hourglass.errors.DataError` that names the file and the line: a missing file, bytes that are not UTF-8,
+files with different line counts, a TSV line with too few columns, or no pair at all.
+"""
+from __future__ import annotations
+
+import gzip
+import io
+import warnings
+from pathlib import Path
+from typing import IO, Iterable, Iterator
+
+from hourglass.errors import DataError
+
+_GZIP_MAGIC = b"\x1f\x8b"
+
+
+def _open_binary(path: Path) -> IO[bytes]:
+    if not path.exists():
+        raise DataError(f"Data file {path} does not exist. Check the path in the data config (relative paths "
+                        f"are resolved from the working directory, here {Path.cwd()}).")
+    if not path.is_file():
+        raise DataError(f"{path} is a directory, not a text file. Give the path of a file.")
+    with path.open("rb") as probe:
+        compressed = probe.read(2) == _GZIP_MAGIC
+    return gzip.open(path, "rb") if compressed else path.open("rb")
+
+
+def _decode(raw: bytes, name: str, number: int) -> str:
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise DataError(
+            f"{name}, line {number}: bytes {raw[err.start:err.start + 4]!r} at column {err.start + 1} are not "
+            f"UTF-8. Convert the file to UTF-8 (for example `iconv -f latin1 -t utf-8`), or remove the line."
+        ) from None
+    if number == 1:
+        text = text.removeprefix("\ufeff")
+    return text.rstrip("\r\n")
+
+
+def _iter_binary(stream: IO[bytes], name: str) -> Iterator[str]:
+    number = 0
+    try:
+        for number, raw in enumerate(stream, start=1):
+            yield _decode(raw, name, number)
+    except (gzip.BadGzipFile, EOFError, OSError) as err:
+        raise DataError(f"{name}: cannot read past line {number} ({err}). The gzip file is corrupt or truncated; "
+                        f"download or compress it again.") from None
+
+
+def _iter_text(stream: IO[str], name: str) -> Iterator[str]:
+    number = 0
+    try:
+        for number, line in enumerate(stream, start=1):
+            yield (line.removeprefix("\ufeff") if number == 1 else line).rstrip("\r\n")
+    except UnicodeDecodeError:
+        raise DataError(f"{name}, line {number + 1}: the bytes are not valid in the stream's encoding. Give "
+                        f"UTF-8 text (for example, set PYTHONIOENCODING=utf-8 for standard input).") from None
+
+
+def iter_lines(source: str | Path | IO) -> Iterator[str]:
+    """Yield the lines of a path (plain or gzip) or an open file (text or binary) lazily, without terminators.
+
+    Lines are not stripped, and empty lines are kept: a streaming caller needs one output per input line.
+    """
+    if isinstance(source, (str, Path)):
+        path = Path(source)
+        with _open_binary(path) as stream:
+            yield from _iter_binary(stream, str(path))
+    elif isinstance(source, io.TextIOBase):
+        yield from _iter_text(source, getattr(source, "name", "<stream>"))
+    else:
+        yield from _iter_binary(source, str(getattr(source, "name", "<stream>")))
+
+
+def _quote(line: str, width: int = 60) -> str:
+    return repr(line if len(line) <= width else line[:width] + "...")
+
+
+def _count_mismatch(source: list[str], target: list[str], names: tuple[str, str]) -> DataError:
+    """Explain different line counts: the counts, and where the files probably fell out of step."""
+    n, m = len(source), len(target)
+    text = (f"{names[0]} has {n} lines but {names[1]} has {m}; a parallel corpus needs exactly one target line "
+            f"for each source line.")
+    blank = next((i for i in range(min(n, m)) if (source[i].strip() == "") != (target[i].strip() == "")), None)
+    if blank is not None:
+        empty, full = (0, 1) if source[blank].strip() == "" else (1, 0)
+        line = (source, target)[full][blank]
+        text += (f" Line {blank + 1} is empty in {names[empty]} but not in {names[full]} ({_quote(line)}): a "
+                 f"blank line was probably added or lost there.")
+    else:
+        longer, lines = (names[0], source) if n > m else (names[1], target)
+        text += f" The first line beyond the shorter file is line {min(n, m) + 1} of {longer}: {_quote(lines[min(n, m)])}."
+    return DataError(text + " Fix the files so that line i of one is the translation of line i of the other.")
+
+
+def _keep_nonempty(pairs: Iterable[tuple[str, str]], where: str) -> list[tuple[str, str]]:
+    """Strip both sides, drop pairs with an empty side (with one warning), refuse an empty corpus."""
+    kept, skipped, first, total = [], 0, 0, 0
+    for total, (src, tgt) in enumerate(pairs, start=1):
+        src, tgt = src.strip(), tgt.strip()
+        if src and tgt:
+            kept.append((src, tgt))
+        else:
+            skipped += 1
+            first = first or total
+    if not kept:
+        raise DataError(f"{where} contains no sentence pair: {total} lines, each empty on one side or both. "
+                        f"Check that the paths point to the right files.")
+    if skipped:
+        warnings.warn(f"Skipped {skipped} of {total} line pairs of {where} that are empty on one side or both "
+                      f"(the first at line {first}).", UserWarning, stacklevel=3)
+    return kept
+
+
+def read_parallel(source_path: str | Path, target_path: str | Path) -> list[tuple[str, str]]:
+    """Read two aligned files into (source, target) pairs; see the module docstring for errors and warnings."""
+    source, target = list(iter_lines(source_path)), list(iter_lines(target_path))
+    if len(source) != len(target):
+        raise _count_mismatch(source, target, (str(source_path), str(target_path)))
+    return _keep_nonempty(zip(source, target), f"{source_path} / {target_path}")
+
+
+def read_tsv(path: str | Path, source_col: int = 0, target_col: int = 1) -> list[tuple[str, str]]:
+    """Read (source, target) pairs from tab-separated columns ``source_col`` and ``target_col`` (0-based)."""
+    need = max(source_col, target_col) + 1
+
+    def pairs() -> Iterator[tuple[str, str]]:
+        for number, line in enumerate(iter_lines(path), start=1):
+            if not line.strip():
+                yield "", ""
+                continue
+            fields = line.split("\t")
+            if len(fields) < need:
+                raise DataError(
+                    f"{path}, line {number}: {len(fields)} tab-separated column(s), but source_col={source_col} "
+                    f"and target_col={target_col} need {need}: {_quote(line)}. Check that the columns are "
+                    f"separated by tabs (not spaces), or change source_col/target_col."
+                )
+            yield fields[source_col], fields[target_col]
+
+    return _keep_nonempty(pairs(), str(path))

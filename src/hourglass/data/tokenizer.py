@@ -1,0 +1,124 @@
+"""Subword tokenization with SentencePiece (Kudo & Richardson 2018).
+
+``Tokenizer.train`` learns a unigram-LM (Kudo 2018) or BPE (Sennrich et al. 2016) vocabulary from any iterable of
+lines and writes ``<path_prefix>.model``; ``Tokenizer.load`` reads it back. Special ids are fixed for every model:
+pad = 0, unk = 1, bos = 2, eos = 3. Whether source and target share a vocabulary is the caller's choice: train
+one Tokenizer on both sides, or one per side.
+
+Detokenization is exact: ``decode(encode(s)) == s`` for text whose characters were seen in training, with single
+spaces and no leading or trailing space. That is why the default normalization is "identity": SentencePiece's
+usual "nmt_nfkc" rewrites some characters (``…`` becomes ``...``), which would change outputs scored against
+untokenized references. Characters never seen in training become unk and decode as `` ⁇ ``.
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Iterable, Iterator, Literal
+
+import sentencepiece as spm
+
+from hourglass.errors import ConfigError, DataError
+
+PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
+
+
+class Tokenizer:
+    """A trained SentencePiece model: ``encode(str) -> list[int]`` and ``decode(list[int]) -> str``."""
+
+    pad_id, unk_id, bos_id, eos_id = PAD_ID, UNK_ID, BOS_ID, EOS_ID
+
+    def __init__(self, processor: spm.SentencePieceProcessor, *, path: Path) -> None:
+        self._sp = processor
+        self.path = path
+
+    @classmethod
+    def train(
+        cls,
+        lines: Iterable[str],
+        *,
+        vocab_size: int,
+        path_prefix: str | Path,
+        model_type: Literal["unigram", "bpe"] = "unigram",
+        character_coverage: float = 1.0,
+        normalization: Literal["identity", "nmt_nfkc", "nfkc"] = "identity",
+    ) -> "Tokenizer":
+        """Learn a vocabulary of about ``vocab_size`` pieces from ``lines`` and save ``<path_prefix>.model``.
+
+        ``vocab_size`` is an upper bound (``hard_vocab_limit=False``), so a small corpus gives a smaller
+        vocabulary instead of an error. It must still leave room for every character and the 4 special ids.
+        """
+        prefix = Path(path_prefix)
+        prefix.parent.mkdir(parents=True, exist_ok=True)
+        counted = _Counted(lines)
+        try:
+            spm.SentencePieceTrainer.train(
+                sentence_iterator=iter(counted), model_prefix=str(prefix), vocab_size=vocab_size,
+                model_type=model_type, hard_vocab_limit=False, character_coverage=character_coverage,
+                normalization_rule_name=normalization, pad_id=PAD_ID, unk_id=UNK_ID, bos_id=BOS_ID,
+                eos_id=EOS_ID, minloglevel=2,
+            )
+        except RuntimeError as err:
+            if counted.nonempty == 0:
+                raise DataError(f"Cannot train a tokenizer at {prefix}: the training text has no non-empty "
+                                "line. Check the training files.") from None
+            raise _explain(err, vocab_size) from None
+        return cls.load(prefix.with_name(prefix.name + ".model"))
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Tokenizer":
+        """Read a ``.model`` file written by :meth:`train`."""
+        path = Path(path)
+        if not path.is_file():
+            raise DataError(f"Tokenizer model {path} does not exist. Train one first (Tokenizer.train), or give "
+                            "the path of the .model file saved in the run directory.")
+        processor = spm.SentencePieceProcessor()
+        try:
+            processor.Load(str(path))
+        except (OSError, RuntimeError) as err:
+            raise DataError(f"{path} is not a SentencePiece model ({err}). Give the .model file, not .vocab.") \
+                from None
+        return cls(processor, path=path)
+
+    @property
+    def vocab_size(self) -> int:
+        return self._sp.GetPieceSize()
+
+    def encode(self, text: str) -> list[int]:
+        """A line of text -> piece ids, without bos and eos."""
+        return self._sp.EncodeAsIds(text)
+
+    def decode(self, ids: Iterable[int]) -> str:
+        """Piece ids -> text. pad, bos and eos are dropped."""
+        return self._sp.DecodeIds([int(i) for i in ids])
+
+    def pieces(self, text: str) -> list[str]:
+        """A line of text -> its pieces as strings (for inspection; ``▁`` marks a preceding space)."""
+        return self._sp.EncodeAsPieces(text)
+
+
+class _Counted:
+    """Iterate ``lines`` once, counting the non-empty ones (to explain a failure on an empty corpus)."""
+
+    def __init__(self, lines: Iterable[str]) -> None:
+        self.lines, self.nonempty = lines, 0
+
+    def __iter__(self) -> Iterator[str]:
+        for line in self.lines:
+            if line.strip():
+                self.nonempty += 1
+            yield line
+
+
+def _explain(err: RuntimeError, vocab_size: int) -> Exception:
+    """Turn SentencePiece's internal check failures into one user-facing paragraph."""
+    found = re.search(r"smaller than required_chars\. (\d+) vs (\d+)", str(err))
+    if found:
+        need = int(found.group(2))
+        return ConfigError(
+            f"Tokenizer vocab_size={vocab_size} is too small: the training text has {need - 4} distinct "
+            f"characters, and with the 4 special ids (pad, unk, bos, eos) the vocabulary needs at least {need} "
+            f"entries. Raise vocab_size to {need} or more (a few thousand is usual), or lower "
+            "character_coverage so that rare characters become unk."
+        )
+    return DataError(f"SentencePiece could not train a tokenizer: {err}")
