@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 from hourglass import recipebook
@@ -54,8 +55,14 @@ def cmd_train(args) -> int:
     else:
         config = recipebook.load(args.recipe, args.overrides)
         run_dir = train(config, out=args.out)
-    print(run_dir)
+    if _main_process():
+        print(run_dir)
     return 0
+
+
+def _main_process() -> bool:
+    """False in the extra processes that Lightning's DDP launcher starts (they must not print twice)."""
+    return os.environ.get("LOCAL_RANK", "0") == "0" and os.environ.get("NODE_RANK", "0") == "0"
 
 
 def _print_metrics(metrics: dict, as_json: bool) -> None:
