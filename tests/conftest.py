@@ -21,7 +21,7 @@ def tiny(recipe: str = "digits-ae", *overrides: str):
     return recipebook.load(recipe, base + list(overrides))
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def tiny_config():
     return tiny
 

@@ -33,7 +33,7 @@ class Run:
         data = build_data(config)
         data.load_artifacts(path)
         data.setup("fit")
-        task = build_task(config, data)
+        task = build_task(config, data, load_pretrained=False)  # model.safetensors holds every weight
         load_weights(task.model, path / "model.safetensors",
                      hint="This file does not belong to the config beside it; retrain or restore the run's own file.")
         task.eval()

@@ -34,15 +34,16 @@ def build_data(config: Config):
     return build(DATASETS, config.data.name, config.data.options(), {"seed": config.seed}, "data")
 
 
-def build_task(config: Config, data):
-    """The task around a freshly built (and pair-checked) model."""
+def build_task(config: Config, data, *, load_pretrained: bool = True):
+    """The task around a freshly built (and pair-checked) model. ``load_pretrained=False`` skips reading
+    ``model.pretrained_encoder`` (a trained run's own weights replace those anyway)."""
     load_components()
     task_cls = TASKS.get(config.task.name)
     model = build_model(config.model, data.context(), decoder_protocol=task_cls.decoder_protocol)
     if config.model.pretrained_encoder or config.model.freeze_encoder:
         from hourglass.pretrained import prepare_encoder
 
-        prepare_encoder(model, config.model)
+        prepare_encoder(model, config.model, load=load_pretrained)
     context = {"model": model, "train": config.train, "seed": config.seed}
     return build(TASKS, config.task.name, config.task.options(), context, "task")
 
@@ -76,11 +77,14 @@ def make_trainer(config: Config, run_dir: Path) -> L.Trainer:
     ckpt_dir = run_dir / "checkpoints"
     best = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor=tc.monitor, mode=tc.mode,
                            save_top_k=1, enable_version_counter=False)
-    last = ModelCheckpoint(dirpath=ckpt_dir, filename="last", every_n_train_steps=tc.checkpoint_every_n_steps,
-                           save_top_k=1, enable_version_counter=False)
-    for cb in (best, last):
+    # "last" is written every N steps (a killed run loses at most N steps) and at every epoch end.
+    last_steps = ModelCheckpoint(dirpath=ckpt_dir, filename="last", every_n_train_steps=tc.checkpoint_every_n_steps,
+                                 save_top_k=1, enable_version_counter=False)
+    last_epoch = ModelCheckpoint(dirpath=ckpt_dir, filename="last", save_on_train_epoch_end=True,
+                                 save_top_k=1, enable_version_counter=False)
+    callbacks = [best, last_steps, last_epoch]
+    for cb in callbacks:
         cb.FILE_EXTENSION = ".safetensors"
-    callbacks = [best, last]
     if tc.early_stopping:
         es = tc.early_stopping
         callbacks.append(EarlyStopping(monitor=es.monitor, mode=es.mode, patience=es.patience, min_delta=es.min_delta))
@@ -120,7 +124,12 @@ def train(config: Config, *, out: str | None = None, resume: Path | None = None)
     save_config(config, run_dir / "config.yaml")
     trainer = make_trainer(config, run_dir)
     start = time.time()
-    trainer.fit(task, datamodule=data, ckpt_path=str(ckpt) if ckpt else None)
+    fit_data = data
+    if config.train.cache_features:  # the frozen encoder's codes, computed once (hourglass.features)
+        from hourglass.features import cached_data
+
+        fit_data = cached_data(config, task, data, run_dir)
+    trainer.fit(task, datamodule=fit_data, ckpt_path=str(ckpt) if ckpt else None)
     if trainer.is_global_zero:
         finish(config, task, data, trainer, run_dir, time.time() - start)
     os.environ.pop(RUN_DIR_ENV, None)

@@ -1,0 +1,119 @@
+"""Bad input gets one clear paragraph (exit status 2), never a traceback from inside torch."""
+from __future__ import annotations
+
+import gzip
+import shutil
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from hourglass.cli import main
+from hourglass.errors import TrainingError
+
+FAST = ["--set", "train.max_epochs=1", "train.progress=false", "data.limit=200", "model.bottleneck.dim=4"]
+
+
+def _fails(capsys, *argv: str) -> str:
+    """Run the CLI, expect exit status 2 and a one-paragraph message; return it."""
+    assert main(list(argv)) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "Traceback" not in err and "\n" not in err, err
+    return err
+
+
+def test_unknown_config_key(capsys) -> None:
+    err = _fails(capsys, "train", "digits-ae", "--set", "train.learning_rate=0.1")
+    assert 'unknown key "train.learning_rate"' in err and "digits-ae.yaml" in err
+
+
+def test_wrong_value_type(capsys) -> None:
+    err = _fails(capsys, "train", "digits-ae", "--set", "train.max_epochs=many")
+    assert '"train.max_epochs"' in err and "'many'" in err
+
+
+def test_unknown_encoder_lists_known(capsys) -> None:
+    err = _fails(capsys, "train", *FAST, "model.encoder.name=resnet")
+    assert 'Unknown encoder "resnet"' in err and "conv" in err and "mlp" in err
+
+
+def test_incompatible_pair_names_both_parts(capsys) -> None:
+    err = _fails(capsys, "train", *FAST, "model.encoder.name=mlp", "model.decoder.name=gru-attention",
+                 "model.bottleneck.name=none")
+    assert '"gru-attention" needs `memory`' in err and 'encoder "mlp" provides only `vector`' in err
+
+
+def test_sequence_decoder_for_an_image_task_is_refused(capsys) -> None:
+    err = _fails(capsys, "train", *FAST, "model.decoder.name=gru-attention", "model.bottleneck.name=none")
+    assert "needs a Decoder" in err
+
+
+def test_missing_data_path(capsys, tmp_path: Path) -> None:
+    err = _fails(capsys, "train", *FAST, f"data.path={tmp_path / 'nowhere'}")
+    assert str(tmp_path / "nowhere") in err and "does not exist" in err
+
+
+def test_truncated_idx(capsys, tmp_path: Path) -> None:
+    path = tmp_path / "images-idx3-ubyte.gz"
+    with gzip.open(path, "wb") as f:
+        f.write(struct.pack(">IIII", 2051, 100, 28, 28) + bytes(28 * 28 * 3))  # header says 100, holds 3
+    err = _fails(capsys, "train", *FAST, f"data.path={path}")
+    assert str(path) in err and "100" in err
+
+
+def test_corrupt_image(capsys, tmp_path: Path) -> None:
+    for i in range(4):
+        Image.fromarray(np.full((8, 8), i * 40, np.uint8)).save(tmp_path / f"{i}.png")
+    (tmp_path / "2.png").write_bytes(b"\x89PNG not really")
+    err = _fails(capsys, "train", *FAST, f"data.path={tmp_path}")
+    assert "2.png" in err
+
+
+def test_mixed_sizes_suggest_resize(capsys, tmp_path: Path) -> None:
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / "a.png")
+    Image.fromarray(np.zeros((9, 7), np.uint8)).save(tmp_path / "b.png")
+    err = _fails(capsys, "train", *FAST, f"data.path={tmp_path}")
+    assert "data.resize" in err
+
+
+def test_empty_dataset(capsys, tmp_path: Path) -> None:
+    err = _fails(capsys, "train", *FAST, f"data.path={tmp_path}")
+    assert str(tmp_path) in err and ("no image" in err.lower() or "empty" in err.lower())
+
+
+def test_checkpoint_of_another_model(capsys, tmp_path: Path) -> None:
+    assert main(["train", *FAST, "--out", str(tmp_path / "a")]) == 0
+    assert main(["train", *FAST, "model.bottleneck.dim=6", "--out", str(tmp_path / "b")]) == 0
+    capsys.readouterr()
+    shutil.copy(tmp_path / "b" / "model.safetensors", tmp_path / "a" / "model.safetensors")
+    err = _fails(capsys, "evaluate", str(tmp_path / "a"))
+    assert "weights of another model" in err and "bottleneck.proj.weight" in err
+
+
+def test_evaluate_a_folder_that_is_not_a_run(capsys, tmp_path: Path) -> None:
+    err = _fails(capsys, "evaluate", str(tmp_path))
+    assert "not an hourglass run directory" in err
+
+
+def test_nan_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(monkeypatch, tmp_path: Path) -> None:
+    from hourglass import recipebook
+    from hourglass.checkpoint import load_tree
+    from hourglass.tasks.autoencoder import AutoencoderTask
+    from hourglass.train import train
+
+    real_loss = AutoencoderTask.loss
+
+    def poisoned(self, batch, stage, batch_idx=0):
+        loss, logs = real_loss(self, batch, stage, batch_idx)
+        return (loss * float("nan"), logs) if stage == "train" and self.global_step == 7 else (loss, logs)
+
+    monkeypatch.setattr(AutoencoderTask, "loss", poisoned)
+    config = recipebook.load("digits-ae", FAST[1:] + ["train.checkpoint_every_n_steps=3"])
+    with pytest.raises(TrainingError, match=r"loss became nan at step 7 .*last good checkpoint.*last.safetensors"):
+        train(config, out=str(tmp_path / "run"))
+    tree = load_tree(tmp_path / "run" / "checkpoints" / "last.safetensors")
+    assert tree["global_step"] == 6
+    assert all(torch.isfinite(t).all() for t in tree["state_dict"].values())

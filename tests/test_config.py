@@ -1,0 +1,81 @@
+"""Configs: validation, closest-key suggestions, --set overrides, recipes."""
+from __future__ import annotations
+
+import pytest
+
+from hourglass import recipebook
+from hourglass.config import apply_overrides, parse_value
+from hourglass.errors import ConfigError, RegistryError
+from hourglass.train import build_data, build_task
+
+
+def test_every_recipe_validates() -> None:
+    for name in recipebook.recipes():
+        config = recipebook.load(name)
+        assert config.name == name, f"recipe {name} should be named after its file"
+
+
+def test_recipes_have_one_line_descriptions() -> None:
+    items = recipebook.recipes()
+    assert {"digits-ae", "mnist-ae", "mnist-dae", "mnist-vae", "mnist-wae"} <= set(items)
+    assert all(text and "\n" not in text for text in items.values())
+
+
+def test_set_overrides_keep_types() -> None:
+    raw = apply_overrides({"train": {}}, ["train.lr=0.5", "train.max_epochs=3", "model.x.channels=[1, 2]", "a.b=null"])
+    assert raw["train"] == {"lr": 0.5, "max_epochs": 3}
+    assert raw["model"]["x"]["channels"] == [1, 2] and raw["a"]["b"] is None
+    assert parse_value("true") is True and parse_value("gru") == "gru"
+
+
+def test_unknown_key_names_the_closest_valid_key() -> None:
+    with pytest.raises(ConfigError, match=r'unknown key "train.max_epoch".*Did you mean "max_epochs"'):
+        recipebook.load("digits-ae", ["train.max_epoch=3"])
+
+
+def test_unknown_section_is_refused() -> None:
+    with pytest.raises(ConfigError, match=r'unknown key "trian".*Did you mean "train"'):
+        recipebook.load("digits-ae", ["trian.lr=3"])
+
+
+def test_wrong_value_type_names_the_key() -> None:
+    with pytest.raises(ConfigError, match=r'"train.lr" has a wrong value \'fast\''):
+        recipebook.load("digits-ae", ["train.lr=fast"])
+
+
+def test_component_option_typo_is_caught_at_build(tiny_config) -> None:
+    config = tiny_config("digits-ae", "model.encoder.chanels=[4, 8]")
+    with pytest.raises(ConfigError, match=r'"model.encoder.chanels".*Did you mean "channels"'):
+        build_task(config, build_data(config))
+
+
+def test_component_option_type_is_checked(tiny_config) -> None:
+    config = tiny_config("digits-ae", "model.encoder.channels=many")
+    with pytest.raises(ConfigError, match=r'"model.encoder.channels" has a wrong value'):
+        build_task(config, build_data(config))
+
+
+def test_unknown_encoder_lists_the_known_ones(tiny_config) -> None:
+    config = tiny_config("digits-ae", "model.encoder.name=convv")
+    with pytest.raises(RegistryError, match=r'Unknown encoder "convv".*Did you mean "conv".*Known encoders: .*mlp'):
+        build_task(config, build_data(config))
+
+
+def test_context_arguments_cannot_be_set(tiny_config) -> None:
+    config = tiny_config("digits-ae", "model.encoder.input_shape=[1, 2, 3]")
+    with pytest.raises(ConfigError, match="set by hourglass from the data"):
+        build_task(config, build_data(config))
+
+
+def test_unknown_recipe_suggests_one() -> None:
+    with pytest.raises(ConfigError, match=r'"mnist-ea" is neither.*Did you mean "mnist-ae"'):
+        recipebook.load("mnist-ea")
+
+
+def test_duplicate_registration_is_an_error() -> None:
+    from hourglass._registry import Registry
+
+    reg = Registry("widget")
+    reg.register("a")(type("A", (), {}))
+    with pytest.raises(RegistryError, match='registered twice'):
+        reg.register("a")(type("B", (), {}))

@@ -1,0 +1,78 @@
+"""A run killed with SIGKILL mid-epoch and resumed ends with the same weights as an uninterrupted run."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from hourglass.checkpoint import load_tree, read_metadata
+
+# 480 training images / 16 = 30 batches an epoch; a checkpoint every 7 steps falls mostly mid-epoch.
+ARGS = ["train", "digits-ae", "--set", "train.max_epochs=3", "train.checkpoint_every_n_steps=7",
+        "data.batch_size=16", "data.limit=600", "model.bottleneck.dim=4", "train.progress=false"]
+
+
+def _hourglass(*args: str) -> list[str]:
+    return [sys.executable, "-m", "hourglass.cli", *args]
+
+
+def _position(ckpt: Path) -> dict | None:
+    try:
+        tree = json.loads(read_metadata(ckpt)["tree"])
+    except Exception:  # not written yet
+        return None
+    return {"step": tree["global_step"], **tree.get("hourglass", {})}
+
+
+def _kill_mid_epoch(out: Path, timeout: float = 240.0) -> dict:
+    """Start training, SIGKILL it right after a mid-epoch checkpoint of the second epoch appears."""
+    proc = subprocess.Popen(_hourglass(*ARGS, "--out", str(out)), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    ckpt, start = out / "checkpoints" / "last.safetensors", time.time()
+    try:
+        while time.time() - start < timeout:
+            pos = _position(ckpt) if ckpt.exists() else None
+            if pos and pos["step"] > 30 and not pos["epoch_complete"]:
+                os.kill(proc.pid, signal.SIGKILL)
+                proc.wait()
+                return pos
+            if proc.poll() is not None:
+                raise AssertionError("training finished before it could be killed")
+            time.sleep(0.01)
+        raise AssertionError("no mid-epoch checkpoint appeared")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+def _weights(path: Path) -> dict[str, torch.Tensor]:
+    return load_tree(path)["state_dict"]
+
+
+def test_sigkill_mid_epoch_then_resume_matches_uninterrupted(tmp_path: Path) -> None:
+    subprocess.run(_hourglass(*ARGS, "--out", str(tmp_path / "full")), check=True, capture_output=True)
+    killed = _kill_mid_epoch(tmp_path / "killed")
+    assert not (tmp_path / "killed" / "metrics.json").exists(), "the run should have died before finishing"
+    done = subprocess.run(_hourglass("train", "--resume", str(tmp_path / "killed")), capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == str(tmp_path / "killed")
+    full, resumed = _weights(tmp_path / "full/checkpoints/last.safetensors"), _weights(tmp_path / "killed/checkpoints/last.safetensors")
+    assert full.keys() == resumed.keys()
+    for key in full:
+        assert torch.equal(full[key], resumed[key]), f"{key} differs after resuming from step {killed['step']}"
+    a = json.loads((tmp_path / "full/metrics.json").read_text())
+    b = json.loads((tmp_path / "killed/metrics.json").read_text())
+    assert a["steps"] == b["steps"] and a["final"]["mse"] == b["final"]["mse"]
+
+
+def test_resume_of_a_missing_run_is_a_clear_error(tmp_path: Path, capsys) -> None:
+    from hourglass.cli import main
+
+    assert main(["train", "--resume", str(tmp_path / "nope")]) == 2
+    err = capsys.readouterr().err
+    assert "Cannot resume" in err and str(tmp_path / "nope") in err and "not a run directory" in err
