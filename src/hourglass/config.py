@@ -39,6 +39,9 @@ class ModelConfig(Strict):
     # A run directory or .safetensors file to load encoder weights from, and whether to freeze them.
     pretrained_encoder: Optional[str] = None
     freeze_encoder: bool = False
+    # The parts that pretrained_encoder loads and freeze_encoder freezes: ["encoder"] or ["encoder",
+    # "bottleneck"] (a plain autoencoder's code is the bottleneck's output). See hourglass.pretrained.
+    pretrained_parts: list[Literal["encoder", "bottleneck"]] = Field(default_factory=lambda: ["encoder"])
 
 
 class EarlyStopping(Strict):
@@ -63,6 +66,9 @@ class TrainConfig(Strict):
     checkpoint_every_n_steps: int = Field(default=100, ge=1)
     average_last: int = Field(default=0, ge=0)
     progress: bool = True
+    # With model.freeze_encoder: compute the frozen parts' codes once, store them in the run directory and
+    # train the rest from them (hourglass.features).
+    cache_features: bool = False
 
 
 class TrainerConfig(BaseModel):

@@ -22,6 +22,33 @@ class DataContext:
     decoder: dict[str, Any] = field(default_factory=dict)  # e.g. {"output_shape": (1, 28, 28)}
 
 
+@dataclass(frozen=True)
+class CachedCode:
+    """The stored output of the model's first ``parts`` for a batch (``train.cache_features``; see
+    :mod:`hourglass.features`). It stands in for the input tensor, so a task's ``model.encode(batch[0])``
+    runs only the parts after the cached ones."""
+
+    code: Code
+    parts: tuple[str, ...]  # ("encoder",) or ("encoder", "bottleneck")
+
+    def __len__(self) -> int:
+        return self.code.batch_size
+
+    def to(self, device, **kwargs) -> "CachedCode":
+        """Lightning moves a batch by calling ``to`` on what has one; move every tensor of the Code."""
+        return CachedCode(_code_to(self.code, device, **kwargs), self.parts)
+
+
+def _code_to(code: Code, device, **kwargs) -> Code:
+    move = lambda t: None if t is None else t.to(device, **kwargs)  # noqa: E731
+    posterior = code.posterior
+    if posterior is not None:
+        posterior = type(posterior)(mu=move(posterior.mu), logvar=move(posterior.logvar))
+    state = tuple(map(move, code.state)) if isinstance(code.state, tuple) else move(code.state)
+    return Code(vector=move(code.vector), memory=move(code.memory), memory_mask=move(code.memory_mask),
+                features=tuple(map(move, code.features)), state=state, posterior=posterior)
+
+
 class EncoderDecoder(nn.Module):
     """encode: input -> Code (through the bottleneck); decode: Code -> output (one-shot decoders)."""
 
@@ -31,9 +58,31 @@ class EncoderDecoder(nn.Module):
         self.bottleneck = bottleneck
         self.decoder = decoder
         self.names = dict(names)
+        self.frozen: tuple[str, ...] = ()  # parts that do not train (see freeze)
 
-    def encode(self, x: Tensor) -> Code:
+    def encode(self, x: Tensor | CachedCode) -> Code:
+        """Input -> Code; a :class:`CachedCode` skips the parts it already went through."""
+        if isinstance(x, CachedCode):
+            return x.code if "bottleneck" in x.parts else self.bottleneck(x.code)
         return self.bottleneck(self.encoder(x))
+
+    def freeze(self, parts: tuple[str, ...]) -> None:
+        """Stop training ``parts`` ("encoder", "bottleneck"): no gradients, and eval mode for good (see train)."""
+        for name in parts:
+            getattr(self, name).requires_grad_(False)
+        self.frozen = tuple(parts)
+        self.train(self.training)
+
+    def train(self, mode: bool = True) -> "EncoderDecoder":
+        # A frozen part stays in eval mode while the rest trains: BatchNorm keeps the statistics it was
+        # pretrained with, dropout stays off and a variational bottleneck gives its mean, so the part is a
+        # fixed function (which the feature cache relies on). Lightning and users switch modes through
+        # train()/eval() (eval calls train(False)), and Module.train recurses through here, so this one
+        # override covers task.train(), model.train() and Lightning's restore after validation.
+        super().train(mode)
+        for name in self.frozen:
+            getattr(self, name).eval()
+        return self
 
     def decode(self, code: Code) -> Tensor:
         return self.decoder(code)

@@ -35,6 +35,21 @@ def _tensors(arr: ImageArray, index: np.ndarray) -> TensorDataset:
     return TensorDataset(x, y)
 
 
+def labelled_subset(labels: np.ndarray | None, index: np.ndarray, n: int | None) -> np.ndarray:
+    """The first ``n`` of ``index`` (all when None). With labels, balanced over classes: the first ``n // K``
+    of each class in ``index`` order, the remainder from the first classes (so 100 digits are 10 per class)."""
+    if n is None or n >= len(index):
+        return index
+    if labels is None:
+        return index[:n]
+    y = labels[index]
+    rank = np.zeros(len(index), dtype=np.int64)  # position of each example among those of its class
+    for c in np.unique(y):
+        rank[y == c] = np.arange(int((y == c).sum()))
+    chosen = np.lexsort((y, rank))[:n]  # round-robin over classes: every class's 1st, then every 2nd, ...
+    return index[np.sort(chosen)]
+
+
 @register_dataset("images")
 class ImageDataModule(DataModule):
     def __init__(
@@ -47,6 +62,7 @@ class ImageDataModule(DataModule):
         resize: Optional[list[int]] = None,
         channels: Optional[int] = None,
         limit: Optional[int] = None,
+        train_limit: Optional[int] = None,
         batch_size: int = 64,
         num_workers: int = 0,
         split_seed: int = 0,
@@ -57,6 +73,7 @@ class ImageDataModule(DataModule):
             raise DataError(f"data.val_fraction must be between 0 and 1 (got {val_fraction}); 0.1 is typical.")
         self.opts = dict(path=path, labels=labels, resize=resize, channels=channels, limit=limit)
         self.val_path, self.val_fraction = val_path, val_fraction
+        self.train_limit = train_limit  # keep N training examples after the split; the validation split is whole
         self.batch_size, self.num_workers, self.split_seed = batch_size, num_workers, split_seed
         self.sampler: ResumableSampler | None = None
         self.seed = seed
@@ -67,7 +84,8 @@ class ImageDataModule(DataModule):
         arr = read_images(**self.opts)
         if self.val_path is not None:
             val = read_images(self.val_path, resize=self.opts["resize"], channels=arr.images.shape[1])
-            return _tensors(arr, np.arange(len(arr.images))), _tensors(val, np.arange(len(val.images)))
+            train = labelled_subset(arr.labels, np.arange(len(arr.images)), self.train_limit)
+            return _tensors(arr, train), _tensors(val, np.arange(len(val.images)))
         n = len(arr.images)
         n_val = max(1, int(round(n * self.val_fraction)))
         if n - n_val < 1:
@@ -75,7 +93,7 @@ class ImageDataModule(DataModule):
         order = np.random.default_rng(self.split_seed).permutation(n)
         self.source = arr.source
         self.class_names = arr.class_names
-        return _tensors(arr, order[n_val:]), _tensors(arr, order[:n_val])
+        return _tensors(arr, labelled_subset(arr.labels, order[n_val:], self.train_limit)), _tensors(arr, order[:n_val])
 
     def setup(self, stage: str | None = None) -> None:
         if self._splits is None:

@@ -25,6 +25,9 @@ class Task(L.LightningModule):
     decoder_protocol: ClassVar[type | None] = None
     #: Whether ``sample`` makes sense (a prior over codes exists).
     generative: ClassVar[bool] = False
+    #: Whether ``loss`` reads the first batch element only through ``model.encode``, so that the feature cache
+    #: (``train.cache_features``, :mod:`hourglass.features`) may replace it by the frozen encoder's code.
+    encodes_input_only: ClassVar[bool] = False
 
     def __init__(self, *, model: EncoderDecoder, train: TrainConfig, seed: int = 0) -> None:
         super().__init__()
@@ -92,4 +95,4 @@ class Task(L.LightningModule):
     @staticmethod
     def _batch_size(batch: Any) -> int:
         first = batch[0] if isinstance(batch, (tuple, list)) else next(iter(batch.values()))
-        return int(first.shape[0])
+        return len(first)  # a tensor's first dimension, or the rows of a CachedCode
