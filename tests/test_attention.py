@@ -1,0 +1,106 @@
+"""Attention modules: shapes, masking, precomputed keys, coverage, and errors at build time."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from hourglass.attention import AdditiveAttention, make_attention, masked_softmax
+from hourglass.errors import ConfigError
+
+KINDS = ["bahdanau", "dot", "general"]
+
+
+def _inputs(b: int = 3, s: int = 6, d: int = 8, h: int = 8):
+    torch.manual_seed(0)
+    memory = torch.randn(b, s, d)
+    mask = torch.ones(b, s, dtype=torch.bool)
+    mask[1, 4:] = False
+    mask[2, 1:] = False
+    return torch.randn(b, h), memory, mask
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_shapes_weights_sum_to_one_and_padding_gets_zero(kind: str) -> None:
+    query, memory, mask = _inputs()
+    attention = make_attention(kind, 8, 8)
+    context, weights = attention(query, memory, mask)
+    assert context.shape == (3, 8) and weights.shape == (3, 6)
+    assert torch.allclose(weights.sum(-1), torch.ones(3))
+    assert (weights[~mask] == 0).all()
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_padding_values_do_not_change_the_context(kind: str) -> None:
+    query, memory, mask = _inputs()
+    attention = make_attention(kind, 8, 8)
+    noisy = memory.masked_fill(~mask.unsqueeze(-1), 1e3)
+    assert torch.allclose(attention(query, memory, mask)[0], attention(query, noisy, mask)[0], atol=1e-6)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_many_queries_equal_one_query_at_a_time(kind: str) -> None:
+    _, memory, mask = _inputs()
+    queries = torch.randn(3, 4, 8)  # (B, T, H)
+    attention = make_attention(kind, 8, 8)
+    context, weights = attention(queries, memory, mask)
+    assert context.shape == (3, 4, 8) and weights.shape == (3, 4, 6)
+    for t in range(4):
+        c, w = attention(queries[:, t], memory, mask)
+        assert torch.allclose(c, context[:, t], atol=1e-6) and torch.allclose(w, weights[:, t], atol=1e-6)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_precomputed_keys_give_the_same_result(kind: str) -> None:
+    query, memory, mask = _inputs()
+    attention = make_attention(kind, 8, 8)
+    keys = attention.keys(memory)
+    for a, b in zip(attention(query, memory, mask), attention(query, memory, mask, keys=keys)):
+        assert torch.equal(a, b)
+
+
+def test_query_and_memory_sizes_may_differ_except_for_dot() -> None:
+    query, memory, mask = _inputs(d=10, h=4)
+    for kind in ("bahdanau", "general"):
+        context, _ = make_attention(kind, 4, 10)(query, memory, mask)
+        assert context.shape == (3, 10)
+    with pytest.raises(ConfigError, match="hidden"):
+        make_attention("dot", 4, 10)
+
+
+def test_unknown_kind_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="bahdanau"):
+        make_attention("luong", 4, 4)  # type: ignore[arg-type]
+
+
+def test_an_all_padding_row_gives_zero_weights_not_nan() -> None:
+    scores = torch.randn(2, 5)
+    mask = torch.tensor([[True, True, False, False, False], [False] * 5])
+    weights = masked_softmax(scores, mask)
+    assert not weights.isnan().any()
+    assert weights[1].abs().sum() == 0 and torch.isclose(weights[0].sum(), torch.tensor(1.0))
+
+
+def test_gradients_reach_query_and_memory() -> None:
+    query, memory, mask = _inputs()
+    query.requires_grad_(True)
+    memory.requires_grad_(True)
+    for kind in KINDS:
+        context, _ = make_attention(kind, 8, 8)(query, memory, mask)
+        context.sum().backward()
+    assert query.grad.abs().sum() > 0 and memory.grad.abs().sum() > 0
+    assert (memory.grad[~mask] == 0).all(), "padding must receive no gradient"
+
+
+def test_coverage_moves_attention_away_from_covered_positions() -> None:
+    query, memory, mask = _inputs()
+    attention = AdditiveAttention(query_dim=8, memory_dim=8, coverage=True)
+    with torch.no_grad():
+        attention.coverage_proj.weight.fill_(-1.0)  # (See et al. 2017): covered words score lower
+        attention.v.weight.fill_(1.0)
+    coverage = torch.zeros(3, 6)
+    _, before = attention(query, memory, mask, coverage=coverage)
+    coverage[0, 0] = 5.0
+    _, after = attention(query, memory, mask, coverage=coverage)
+    assert after[0, 0] < before[0, 0]
+    with pytest.raises(ValueError, match="coverage"):
+        attention(query, memory, mask)

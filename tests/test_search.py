@@ -1,0 +1,256 @@
+"""Search: beam 1 equals greedy, batching and padding change nothing, beam search finds the exact optimum
+when the beam holds every hypothesis, n-best lists are sorted, n-gram bans and length penalties work."""
+from __future__ import annotations
+
+import itertools
+import math
+
+import pytest
+import torch
+from torch import nn
+
+import hourglass.decoders.rnn  # noqa: F401  (registration)
+import hourglass.decoders.transformer  # noqa: F401
+import hourglass.encoders.rnn  # noqa: F401
+import hourglass.encoders.transformer  # noqa: F401
+from hourglass._registry import DECODERS, ENCODERS
+from hourglass.code import Code
+from hourglass.decoders.base import SequenceDecoder
+from hourglass.search import ban_repeats, beam_search, filter_logits, gnmt_penalty, greedy, sample
+
+PAD, BOS, EOS, VOCAB = 0, 2, 3, 12
+SMALL = {
+    "gru": {"embed": 16, "hidden": 16}, "lstm": {"embed": 16, "hidden": 16},
+    "gru-attention": {"embed": 16, "hidden": 16}, "lstm-attention": {"embed": 16, "hidden": 16},
+    "transformer": {"d_model": 16, "heads": 2, "layers": 2, "ff": 32},
+}
+PAIRS = [("gru", "gru"), ("gru", "gru-attention"), ("lstm", "lstm-attention"), ("transformer", "transformer")]
+
+
+def _model(enc: str, dec: str, seed: int = 0) -> tuple[nn.Module, SequenceDecoder]:
+    """An untrained pair in float64, so that float noise cannot flip a near-tie between batch layouts."""
+    torch.manual_seed(seed)
+    encoder = ENCODERS.get(enc)(vocab_size=VOCAB, pad_id=PAD, **SMALL[enc])
+    decoder = DECODERS.get(dec)(code=encoder.spec, vocab_size=VOCAB, pad_id=PAD, **SMALL[dec])
+    return encoder.double().eval(), decoder.double().eval()
+
+
+def _sources() -> torch.Tensor:
+    g = torch.Generator().manual_seed(1)
+    src = torch.randint(4, VOCAB, (4, 7), generator=g)
+    src[1, 5:] = PAD
+    src[3, 2:] = PAD
+    return src
+
+
+def _unpadded(src: torch.Tensor, i: int) -> torch.Tensor:
+    return src[i : i + 1, : int((src[i] != PAD).sum())]
+
+
+@pytest.fixture(scope="module")
+def trained() -> tuple[nn.Module, SequenceDecoder]:
+    """gru -> gru-attention trained briefly on copying (good enough to have peaked distributions)."""
+    torch.manual_seed(0)
+    encoder = ENCODERS.get("gru")(vocab_size=VOCAB, pad_id=PAD, embed=16, hidden=32)
+    decoder = DECODERS.get("gru-attention")(code=encoder.spec, vocab_size=VOCAB, pad_id=PAD, embed=16, hidden=32,
+                                            input_feeding=False)
+    params = [*encoder.parameters(), *decoder.parameters()]
+    opt = torch.optim.Adam(params, lr=1e-2)
+    g = torch.Generator().manual_seed(0)
+    for _ in range(60):
+        src = torch.randint(4, VOCAB, (64, 6), generator=g)
+        tgt = torch.cat([torch.full((64, 1), BOS), src, torch.full((64, 1), EOS)], 1)
+        logits, _ = decoder(tgt[:, :-1], decoder.init_state(encoder(src)))
+        loss = nn.functional.cross_entropy(logits.reshape(-1, VOCAB), tgt[:, 1:].reshape(-1))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return encoder.eval(), decoder.eval()
+
+
+def _assert_same(a, b, exact: bool = True) -> None:
+    assert a.tokens == b.tokens
+    if exact:
+        assert a.scores == b.scores
+    else:
+        for x, y in zip(a.scores, b.scores):
+            assert x == pytest.approx(y, abs=1e-9)
+    for x, y in zip(a.attention, b.attention):
+        assert (x is None and y is None) or torch.allclose(x, y, atol=1e-9)
+
+
+@pytest.mark.parametrize("enc,dec", PAIRS)
+@torch.no_grad()
+def test_beam_1_equals_greedy_on_an_untrained_model(enc: str, dec: str) -> None:
+    encoder, decoder = _model(enc, dec)
+    code = encoder(_sources())
+    _assert_same(greedy(decoder, code, bos=BOS, eos=EOS, max_len=9),
+                 beam_search(decoder, code, beam=1, bos=BOS, eos=EOS, max_len=9))
+
+
+@torch.no_grad()
+def test_beam_1_equals_greedy_on_a_trained_model(trained) -> None:
+    encoder, decoder = trained
+    code = encoder(torch.randint(4, VOCAB, (16, 6), generator=torch.Generator().manual_seed(5)))
+    g = greedy(decoder, code, bos=BOS, eos=EOS, max_len=10)
+    _assert_same(g, beam_search(decoder, code, beam=1, bos=BOS, eos=EOS, max_len=10))
+    assert sum(len(h[0]) == 6 for h in g.tokens) >= 8, "the model should have learned something"
+
+
+@pytest.mark.parametrize("enc,dec", [("gru", "gru-attention"), ("transformer", "transformer"), ("lstm", "lstm")])
+@torch.no_grad()
+def test_a_padded_batch_gives_each_sentence_its_own_result(enc: str, dec: str) -> None:
+    encoder, decoder = _model(enc, dec)
+    src = _sources()
+    batched = beam_search(decoder, encoder(src), beam=3, nbest=3, bos=BOS, eos=EOS, max_len=8)
+    greedy_batched = greedy(decoder, encoder(src), bos=BOS, eos=EOS, max_len=8)
+    for i in range(src.shape[0]):
+        code = encoder(_unpadded(src, i))
+        alone = beam_search(decoder, code, beam=3, nbest=3, bos=BOS, eos=EOS, max_len=8)
+        assert alone.tokens[0] == batched.tokens[i]
+        assert alone.scores[0] == pytest.approx(batched.scores[i], abs=1e-9)
+        if alone.attention[0] is not None:
+            assert alone.attention[0].shape == batched.attention[i].shape == (len(alone.tokens[0][0]) + 1,
+                                                                               code.memory.shape[1])
+            assert torch.allclose(alone.attention[0], batched.attention[i], atol=1e-9)
+        assert greedy(decoder, code, bos=BOS, eos=EOS, max_len=8).tokens[0] == greedy_batched.tokens[i]
+
+
+@torch.no_grad()
+def test_nbest_is_sorted_distinct_and_scores_are_model_log_probabilities(trained) -> None:
+    encoder, decoder = trained
+    src = torch.randint(4, VOCAB, (3, 5), generator=torch.Generator().manual_seed(2))
+    alpha = 0.6
+    hyps = beam_search(decoder, encoder(src), beam=5, nbest=5, bos=BOS, eos=EOS, max_len=8, length_penalty=alpha)
+    for b in range(3):
+        assert len(hyps.tokens[b]) == 5 and len({tuple(t) for t in hyps.tokens[b]}) == 5
+        assert hyps.scores[b] == sorted(hyps.scores[b], reverse=True)
+        for tokens, score in zip(hyps.tokens[b], hyps.scores[b]):
+            # Re-score by teacher forcing: the beam score must be log P(tokens, eos) / lp.
+            inputs = torch.tensor([[BOS, *tokens]])
+            logits, _ = decoder(inputs, decoder.init_state(encoder(src[b : b + 1])))
+            logp = logits.log_softmax(-1)[0, torch.arange(len(tokens) + 1), torch.tensor([*tokens, EOS])].sum()
+            assert score == pytest.approx(float(logp) / gnmt_penalty(len(tokens) + 1, alpha), abs=1e-4)
+
+
+class MarkovDecoder(SequenceDecoder):
+    """A bigram model: the next token depends only on the previous one. Enough to check search exactly."""
+
+    needs = ("vector",)
+
+    def __init__(self, table: torch.Tensor) -> None:
+        super().__init__()
+        self.table = nn.Parameter(table)  # (V, V) logits of the next token given the previous one
+
+    def init_state(self, code: Code) -> torch.Tensor:
+        return torch.zeros(code.batch_size, dtype=torch.long)
+
+    def step(self, tokens, state):
+        return self.table[tokens], state + 1, None
+
+    def reorder_state(self, state, index):
+        return state[index]
+
+
+def _markov(seed: int) -> MarkovDecoder:
+    g = torch.Generator().manual_seed(seed)
+    table = torch.randn(5, 5, generator=g, dtype=torch.float64) * 1.5
+    table[:, 0] = float("-inf")  # token 0 is bos: never produced
+    return MarkovDecoder(table)
+
+
+def _brute_force(decoder: MarkovDecoder, *, max_len: int, alpha: float) -> tuple[list[int], float]:
+    logp = decoder.table.detach().log_softmax(-1)
+    best = None
+    for n in range(max_len + 1):
+        for seq in itertools.product([2, 3, 4], repeat=n):
+            path = [0, *seq, 1]
+            score = sum(float(logp[a, b]) for a, b in zip(path, path[1:])) / gnmt_penalty(n + 1, alpha)
+            if best is None or score > best[1]:
+                best = (list(seq), score)
+    return best
+
+
+@torch.no_grad()
+def test_a_beam_that_holds_every_hypothesis_finds_the_exact_optimum() -> None:
+    decoder = _markov(1)
+    code = Code(vector=torch.zeros(1, 1))
+    answers = {}
+    for alpha in (0.0, 2.0):
+        tokens, score = _brute_force(decoder, max_len=4, alpha=alpha)
+        hyps = beam_search(decoder, code, beam=128, bos=0, eos=1, max_len=4, length_penalty=alpha)
+        assert hyps.tokens[0][0] == tokens and hyps.scores[0][0] == pytest.approx(score)
+        answers[alpha] = tokens
+    assert len(answers[2.0]) > len(answers[0.0]), "the length penalty should favour a longer output here"
+
+
+@torch.no_grad()
+def test_no_repeat_ngram_is_respected() -> None:
+    decoder = _markov(1)
+    code = Code(vector=torch.zeros(1, 1))
+    plain = beam_search(decoder, code, beam=4, nbest=4, bos=0, eos=1, max_len=12)
+    assert any(_repeats(t, 2) for t in plain.tokens[0]), "the test needs a model that repeats itself"
+    for n in (1, 2, 3):
+        banned = beam_search(decoder, code, beam=4, nbest=4, bos=0, eos=1, max_len=12, no_repeat_ngram=n)
+        assert not any(_repeats(t, n) for t in banned.tokens[0])
+
+
+def _repeats(tokens: list[int], n: int) -> bool:
+    grams = [tuple(tokens[i : i + n]) for i in range(len(tokens) - n + 1)]
+    return len(grams) != len(set(grams))
+
+
+def test_ban_repeats_marks_exactly_the_completing_tokens() -> None:
+    history = torch.tensor([[5, 6, 5, 7, 5], [1, 2, 3, 4, 5]])
+    out = ban_repeats(torch.zeros(2, 9), history, 2)
+    assert torch.isinf(out[0]).nonzero().flatten().tolist() == [6, 7]  # "5 6" and "5 7" were seen
+    assert not torch.isinf(out[1]).any()
+
+
+@torch.no_grad()
+def test_max_len_per_sentence_is_respected() -> None:
+    encoder, decoder = _model("gru", "gru-attention")
+    code = encoder(_sources())
+    limits = torch.tensor([0, 1, 3, 6])
+    for hyps in (greedy(decoder, code, bos=BOS, eos=EOS, max_len=limits),
+                 beam_search(decoder, code, beam=3, nbest=3, bos=BOS, eos=EOS, max_len=limits)):
+        for b, limit in enumerate(limits.tolist()):
+            assert all(len(t) <= limit for t in hyps.tokens[b])
+        assert hyps.tokens[0] == [[]] * len(hyps.tokens[0])
+
+
+@torch.no_grad()
+def test_sampling_with_top_k_1_or_a_tiny_top_p_equals_greedy() -> None:
+    encoder, decoder = _model("transformer", "transformer")
+    code = encoder(_sources())
+    best = greedy(decoder, code, bos=BOS, eos=EOS, max_len=9)
+    g = torch.Generator().manual_seed(0)
+    for kwargs in ({"top_k": 1}, {"top_p": 1e-6}):
+        drawn = sample(decoder, code, bos=BOS, eos=EOS, max_len=9, generator=g, **kwargs)
+        assert drawn.tokens == best.tokens and drawn.scores == best.scores
+
+
+@torch.no_grad()
+def test_sampling_is_reproducible_with_a_generator() -> None:
+    encoder, decoder = _model("gru", "gru-attention")
+    code = encoder(_sources())
+    draws = [sample(decoder, code, bos=BOS, eos=EOS, max_len=9, temperature=1.5,
+                    generator=torch.Generator().manual_seed(7)) for _ in range(2)]
+    assert draws[0].tokens == draws[1].tokens
+    other = sample(decoder, code, bos=BOS, eos=EOS, max_len=9, temperature=1.5,
+                   generator=torch.Generator().manual_seed(8))
+    assert other.tokens != draws[0].tokens
+
+
+def test_filter_logits_keeps_the_nucleus() -> None:
+    logits = torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05]]))
+    assert torch.isinf(filter_logits(logits, top_p=0.7)).tolist() == [[False, False, True, True]]
+    assert torch.isinf(filter_logits(logits, top_p=0.5)).tolist() == [[False, True, True, True]]
+    assert torch.isinf(filter_logits(logits, top_k=3)).tolist() == [[False, False, False, True]]
+    assert math.isclose(filter_logits(logits, top_k=2, top_p=0.9).softmax(-1)[0, 0].item(), 0.5 / 0.8)
+
+
+def test_nbest_larger_than_the_beam_is_refused() -> None:
+    encoder, decoder = _model("gru", "gru")
+    with pytest.raises(ValueError, match="nbest"):
+        beam_search(decoder, encoder(_sources()), beam=2, nbest=3, bos=BOS, eos=EOS, max_len=5)
