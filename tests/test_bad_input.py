@@ -41,13 +41,13 @@ def test_unknown_encoder_lists_known(capsys) -> None:
 
 
 def test_incompatible_pair_names_both_parts(capsys) -> None:
-    err = _fails(capsys, "train", *FAST, "model.encoder.name=mlp", "model.decoder.name=gru-attention",
-                 "model.bottleneck.name=none")
+    err = _fails(capsys, "train", *FAST, "model.encoder={name: mlp}", "model.decoder={name: gru-attention}",
+                 "model.bottleneck={name: none}")
     assert '"gru-attention" needs `memory`' in err and 'encoder "mlp" provides only `vector`' in err
 
 
 def test_sequence_decoder_for_an_image_task_is_refused(capsys) -> None:
-    err = _fails(capsys, "train", *FAST, "model.decoder.name=gru-attention", "model.bottleneck.name=none")
+    err = _fails(capsys, "train", *FAST, "model.decoder={name: gru-attention}", "model.bottleneck={name: none}")
     assert "needs a Decoder" in err
 
 
@@ -111,7 +111,7 @@ def test_nan_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(monkeyp
         return (loss * float("nan"), logs) if stage == "train" and self.global_step == 7 else (loss, logs)
 
     monkeypatch.setattr(AutoencoderTask, "loss", poisoned)
-    config = recipebook.load("digits-ae", FAST[1:] + ["train.checkpoint_every_n_steps=3"])
+    config = recipebook.load("digits-ae", FAST[1:] + ["train.checkpoint_every_n_steps=3", "train.max_epochs=3"])
     with pytest.raises(TrainingError, match=r"loss became nan at step 7 .*last good checkpoint.*last.safetensors"):
         train(config, out=str(tmp_path / "run"))
     tree = load_tree(tmp_path / "run" / "checkpoints" / "last.safetensors")

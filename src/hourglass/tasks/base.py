@@ -84,7 +84,8 @@ class Task(L.LightningModule):
     def _check_finite(self, loss: Tensor, batch_idx: int) -> None:
         if torch.isfinite(loss):
             return
-        ckpt = getattr(self.trainer.checkpoint_callback, "last_model_path", "") or "none yet"
+        last = Path(self.trainer.default_root_dir) / "checkpoints" / "last.safetensors"
+        ckpt = str(last) if last.is_file() else "none yet (no checkpoint was due)"
         raise TrainingError(
             f"Training stopped: the loss became {loss.item()} at step {self.global_step} (epoch {self.current_epoch}, "
             f"batch {batch_idx}). Nothing after the last good checkpoint was written; it is kept at {ckpt}. "
