@@ -84,11 +84,12 @@ class TokenBatchSampler(Sampler[list[int]]):
         return max(self._count - self.skip_batches, 0)
 
 
-class TextBatch(NamedTuple):
-    """A padded batch. A NamedTuple, so that Lightning moves it to the device as it is."""
+class TextExample(NamedTuple):
+    """One example: its position in the split, and its source and target ids (without bos and eos)."""
 
-    source: Tensor  # (B, S) long, padded with pad_id
-    target: Tensor  # (B, T) long: bos, tokens, eos, then pad_id; decoder input target[:, :-1], labels [:, 1:]
+    index: int
+    source: Sequence[int]
+    target: Sequence[int]
 
 
 def pad(sequences: Sequence[Sequence[int]], pad_id: int) -> Tensor:
@@ -99,12 +100,18 @@ def pad(sequences: Sequence[Sequence[int]], pad_id: int) -> Tensor:
     return out
 
 
-def collate(pairs: Sequence[tuple[Sequence[int], Sequence[int]]], *, pad_id: int, bos_id: int, eos_id: int,
-            source_eos: bool = False) -> TextBatch:
-    """(source ids, target ids) pairs -> TextBatch. Targets get bos and eos; sources get eos if ``source_eos``.
+def collate(examples: Sequence[TextExample], *, pad_id: int, bos_id: int, eos_id: int,
+            source_eos: bool = False) -> dict[str, Tensor]:
+    """(index, source ids, target ids) examples -> the seq2seq batch dict (see ``hourglass.tasks.seq2seq``):
+
+    - ``source`` (B, S) long, padded with ``pad_id``; with ``source_eos``, each source ends with eos;
+    - ``target`` (B, T) long: bos, the target ids, eos, then ``pad_id`` (decoder input ``target[:, :-1]``,
+      labels ``target[:, 1:]``);
+    - ``index`` (B,) long.
 
     Use ``functools.partial(collate, pad_id=..., bos_id=..., eos_id=...)`` as a DataLoader's ``collate_fn``.
     """
-    sources = [list(s) + [eos_id] if source_eos else list(s) for s, _ in pairs]
-    targets = [[bos_id, *t, eos_id] for _, t in pairs]
-    return TextBatch(source=pad(sources, pad_id), target=pad(targets, pad_id))
+    sources = [[*e.source, eos_id] if source_eos else list(e.source) for e in map(TextExample._make, examples)]
+    targets = [[bos_id, *e.target, eos_id] for e in map(TextExample._make, examples)]
+    index = torch.tensor([int(e[0]) for e in examples], dtype=torch.long)
+    return {"source": pad(sources, pad_id), "target": pad(targets, pad_id), "index": index}
