@@ -47,7 +47,8 @@ def build(enc: str, dec: str, *, seed: int = 0, enc_options: dict | None = None,
     except IncompatiblePairError as err:  # e.g. a pretrained encoder that reads only its own tokenizer's ids
         pytest.skip(f"{enc} refuses a toy vocabulary: {err}")
     check_pair(enc, encoder.spec, dec, DECODERS.get(dec).needs)
-    decoder = DECODERS.get(dec)(code=encoder.spec, vocab_size=VOCAB, pad_id=PAD, **(dec_options or _small(DECODERS, dec)))
+    options = dec_options or _small(DECODERS, dec)
+    decoder = DECODERS.get(dec)(code=encoder.spec, vocab_size=VOCAB, pad_id=PAD, **options)
     return encoder, decoder
 
 
@@ -146,6 +147,13 @@ def test_a_too_long_input_is_a_clear_error() -> None:
         encoder(torch.full((1, 7), 5))
 
 
+@pytest.mark.parametrize("registry", [ENCODERS, DECODERS], ids=["encoder", "decoder"])
+def test_heads_that_do_not_divide_d_model_fail_at_build(registry) -> None:
+    context = {"code": ENCODERS.get("gru")(vocab_size=VOCAB, pad_id=PAD).spec} if registry is DECODERS else {}
+    with pytest.raises(ConfigError, match="heads=3 must divide"):
+        registry.get("transformer")(vocab_size=VOCAB, pad_id=PAD, d_model=16, heads=3, **context)
+
+
 def test_dot_attention_with_mismatched_sizes_fails_at_build() -> None:
     with pytest.raises(ConfigError, match="hidden"):
         build("gru", "gru-attention", dec_options={"hidden": 16, "attention": "dot"})  # memory is 2 x 16
@@ -192,10 +200,14 @@ def exact_match(encoder: nn.Module, decoder: SequenceDecoder, task: str, n: int 
 
 RNN = {"embed": 32, "hidden": 64}
 TRANSFORMER = {"d_model": 32, "heads": 2, "layers": 1, "ff": 64, "dropout": 0.0}
-TOY = [
-    pytest.param("gru", RNN, "gru-attention", RNN | {"input_feeding": False}, "reverse", 150, 96, 1e-2, id="gru-attn-reverse"),
-    pytest.param("lstm", RNN, "lstm-attention", RNN | {"attention": "general"}, "copy", 200, 64, 1e-2, id="lstm-attn-copy"),
-    pytest.param("transformer", TRANSFORMER, "transformer", TRANSFORMER, "copy", 200, 128, 1e-2, id="transformer-copy"),
+TOY = [  # encoder, its options, decoder, its options, task, steps, batch size, peak learning rate
+    pytest.param("gru", RNN, "gru-attention", RNN | {"input_feeding": False}, "reverse", 150, 96, 1e-2,
+                 id="gru-attn-reverse"),
+    pytest.param("lstm", RNN, "lstm-attention", RNN | {"attention": "general"}, "copy", 200, 64, 1e-2,
+                 id="lstm-attn-copy"),
+    pytest.param("transformer", TRANSFORMER, "transformer", TRANSFORMER, "copy", 200, 128, 1e-2,
+                 id="transformer-copy"),
+    # Without attention the whole sequence must pass through one vector: it learns, but more slowly.
     pytest.param("gru", RNN, "gru", RNN, "copy", 600, 128, 1e-2, id="gru-plain-copy", marks=SLOW),
 ]
 

@@ -161,14 +161,11 @@ def ban_repeats(logp: Tensor, history: Tensor, n: int) -> Tensor:
     return logp.masked_fill(counts > 0, float("-inf"))
 
 
-@dataclass
-class _Finished:
-    """One sentence's finished hypotheses: (normalized score, tokens, attention (T + 1, S) or None)."""
-
-    items: list[tuple[float, list[int], Tensor | None]]
+#: Per sentence, its finished hypotheses: (normalized score, tokens, attention (T + 1, S) or None).
+_Finished = list[list[tuple[float, list[int], Tensor | None]]]
 
 
-def _finalize(finished: list[_Finished], done: Tensor, top: Tensor, origin: Tensor, token: Tensor,
+def _finalize(finished: _Finished, done: Tensor, top: Tensor, origin: Tensor, token: Tensor,
               history: Tensor, attention: Tensor | None, *, eos: int, beam: int, alpha: float) -> None:
     """Move eos candidates ranked within the top ``beam`` (as fairseq does) to ``finished``.
 
@@ -176,12 +173,12 @@ def _finalize(finished: list[_Finished], done: Tensor, top: Tensor, origin: Tens
     """
     hits = (token[:, :beam] == eos) & top[:, :beam].isfinite() & ~done.unsqueeze(1)  # (B, K)
     for b, j in hits.nonzero().tolist():
-        if len(finished[b].items) >= beam:
+        if len(finished[b]) >= beam:
             continue
         row = int(origin[b, j])
         tokens = history[row].tolist()
         score = float(top[b, j]) / gnmt_penalty(len(tokens) + 1, alpha)
-        finished[b].items.append((score, tokens, None if attention is None else attention[row]))
+        finished[b].append((score, tokens, None if attention is None else attention[row]))
 
 
 def _next_beams(top: Tensor, origin: Tensor, token: Tensor, *, eos: int, beam: int) -> tuple[Tensor, Tensor, Tensor]:
@@ -205,19 +202,20 @@ def beam_search(decoder: SequenceDecoder, code: Code, *, beam: int, bos: int, eo
         raise ValueError(f"nbest must be between 1 and beam={beam}, got {nbest}")
     batch, k, device, alpha = code.batch_size, beam, _device(decoder), length_penalty
     limit = _limits(max_len, batch, device)
+    row_limit = limit.repeat_interleave(k)  # (B*K,)
     rows = torch.arange(batch, device=device)
     state = decoder.reorder_state(decoder.init_state(code), rows.repeat_interleave(k))  # B*K rows
     tokens = torch.full((batch * k,), bos, dtype=torch.long, device=device)
     history = tokens.new_zeros(batch * k, 0)  # (B*K, t)
     attention, scores = None, None  # (B*K, t, S), (B*K,)
-    finished = [_Finished([]) for _ in range(batch)]
+    finished: _Finished = [[] for _ in range(batch)]
     done = torch.zeros(batch, dtype=torch.bool, device=device)
     for t in range(int(limit.max()) + 1):
         logits, state, weights = decoder.step(tokens, state)
         logp = torch.log_softmax(logits, -1)  # (B*K, V)
         if scores is None:  # only the first beam is alive at the start, or all K would expand the same way
             scores = logp.new_full((batch, k), float("-inf")).index_fill_(1, rows.new_zeros(1), 0.0).view(-1)
-        logp = ban_repeats(_force_eos(logp, t, limit.repeat_interleave(k), eos), history, no_repeat_ngram)
+        logp = ban_repeats(_force_eos(logp, t, row_limit, eos), history, no_repeat_ngram)
         if weights is not None:
             step_weights = weights.unsqueeze(1)  # (B*K, 1, S)
             attention = step_weights if attention is None else torch.cat([attention, step_weights], 1)
@@ -225,7 +223,7 @@ def beam_search(decoder: SequenceDecoder, code: Code, *, beam: int, bos: int, eo
         top, idx = (scores.unsqueeze(1) + logp).view(batch, k * vocab).topk(min(2 * k, k * vocab), dim=1)
         origin, token = idx // vocab + rows.unsqueeze(1) * k, idx % vocab  # (B, 2K) flat rows and tokens
         _finalize(finished, done, top, origin, token, history, attention, eos=eos, beam=k, alpha=alpha)
-        done = done | (limit <= t) | torch.tensor([len(f.items) >= k for f in finished], device=device)
+        done = done | (limit <= t) | torch.tensor([len(f) >= k for f in finished], device=device)
         if bool(done.all()):
             break
         scores, select, tokens = _next_beams(top, origin, token, eos=eos, beam=k)
@@ -235,11 +233,11 @@ def beam_search(decoder: SequenceDecoder, code: Code, *, beam: int, bos: int, eo
     return _collect(finished, nbest, _trimmer(code))
 
 
-def _collect(finished: list[_Finished], nbest: int, trim: Callable[[Tensor | None, int], Tensor | None]) -> Hypotheses:
+def _collect(finished: _Finished, nbest: int, trim: Callable[[Tensor | None, int], Tensor | None]) -> Hypotheses:
     tokens, scores, attention = [], [], []
     for b, f in enumerate(finished):
         # Every sentence has one finished hypothesis at least: eos is forced at max_len on the best beam.
-        ranked = sorted(f.items, key=lambda item: -item[0])[:nbest]  # stable: earlier wins a tie
+        ranked = sorted(f, key=lambda item: -item[0])[:nbest]  # stable: earlier wins a tie
         tokens.append([item[1] for item in ranked])
         scores.append([item[0] for item in ranked])
         attention.append(trim(ranked[0][2], b))

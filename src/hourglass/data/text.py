@@ -98,7 +98,8 @@ def _count_mismatch(source: list[str], target: list[str], names: tuple[str, str]
                  f"blank line was probably added or lost there.")
     else:
         longer, lines = (names[0], source) if n > m else (names[1], target)
-        text += f" The first line beyond the shorter file is line {min(n, m) + 1} of {longer}: {_quote(lines[min(n, m)])}."
+        extra = min(n, m)  # the index of the first line that has no partner
+        text += f" The first line beyond the shorter file is line {extra + 1} of {longer}: {_quote(lines[extra])}."
     return DataError(text + " Fix the files so that line i of one is the translation of line i of the other.")
 
 

@@ -23,7 +23,7 @@ from hourglass._registry import register_decoder
 from hourglass.attention import masked_softmax
 from hourglass.code import Code, CodeSpec
 from hourglass.decoders.base import SequenceDecoder
-from hourglass.encoders.transformer import Positions, TokenEmbedding
+from hourglass.encoders.transformer import Positions, TokenEmbedding, check_heads
 
 
 class TransformerState(NamedTuple):
@@ -46,8 +46,6 @@ class MultiHeadAttention(nn.Module):
 
     def __init__(self, *, d_model: int, heads: int, kv_dim: int, dropout: float) -> None:
         super().__init__()
-        if d_model % heads:
-            raise ValueError(f"d_model={d_model} is not divisible by heads={heads}")
         self.heads, self.head_dim = heads, d_model // heads
         self.query = nn.Linear(d_model, d_model)
         self.key_value = nn.Linear(kv_dim, 2 * d_model)
@@ -127,6 +125,7 @@ class TransformerDecoder(SequenceDecoder):
         use_cache: bool = True,
     ) -> None:
         super().__init__()
+        check_heads(d_model, heads, "decoder")
         self.use_cache = use_cache
         self.embedding = TokenEmbedding(vocab_size=vocab_size, d_model=d_model, pad_id=pad_id, max_len=max_len,
                                         positions=positions, dropout=dropout, role="decoder")

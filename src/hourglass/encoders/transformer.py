@@ -18,9 +18,19 @@ from torch import Tensor, nn
 from hourglass._registry import register_encoder
 from hourglass.code import Code, CodeSpec
 from hourglass.encoders.base import Encoder
-from hourglass.errors import DataError
+from hourglass.errors import ConfigError, DataError
 
 Positions = Literal["sinusoidal", "learned"]
+
+
+def check_heads(d_model: int, heads: int, role: str) -> None:
+    """Multi-head attention splits d_model into ``heads`` equal parts; refuse a split that does not divide."""
+    if heads < 1 or d_model % heads:
+        divisors = [h for h in range(1, min(d_model, 16) + 1) if d_model % h == 0]
+        raise ConfigError(
+            f"model.{role}.heads={heads} must divide model.{role}.d_model={d_model}: each head gets "
+            f"d_model / heads dimensions. Choose heads among {divisors} or change d_model."
+        )
 
 
 def sinusoids(length: int, dim: int) -> Tensor:
@@ -90,6 +100,7 @@ class TransformerEncoder(Encoder):
         positions: Positions = "sinusoidal",
     ) -> None:
         super().__init__()
+        check_heads(d_model, heads, "encoder")
         self.pad_id = pad_id
         self.embedding = TokenEmbedding(vocab_size=vocab_size, d_model=d_model, pad_id=pad_id, max_len=max_len,
                                         positions=positions, dropout=dropout, role="encoder")
