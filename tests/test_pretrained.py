@@ -151,3 +151,36 @@ def test_train_limit_keeps_a_balanced_labelled_subset() -> None:
     chosen = labelled_subset(labels, index, 100)
     assert len(set(chosen)) == 100 and np.bincount(labels[chosen]).tolist() == [10] * 10
     assert labelled_subset(labels, index, None) is index
+
+
+def test_cached_token_codes_match_the_encoder_whatever_the_padding() -> None:
+    """Memories of different lengths are padded into the cache and trimmed back; RNN states keep their layout."""
+    from torch.nn.utils.rnn import pad_sequence
+    from torch.utils.data import DataLoader
+
+    from hourglass.config import Component, ModelConfig
+    from hourglass.features import _take, compute_codes, kept_fields
+    from hourglass.model import DataContext, build_model
+
+    torch.manual_seed(0)
+    cfg = ModelConfig(encoder=Component(name="lstm", hidden=8, embed=4, layers=2),
+                      decoder=Component(name="lstm-attention", hidden=8, embed=4))
+    model = build_model(cfg, DataContext(modality="tokens", encoder={"vocab_size": 20, "pad_id": 0},
+                                         decoder={"vocab_size": 20, "pad_id": 0}))
+    model.freeze(("encoder",))
+    sentences = [torch.randint(1, 20, (n,)) for n in (3, 9, 5, 2, 7, 4)]
+
+    def collate(items):
+        return pad_sequence([s for s, _ in items], batch_first=True), torch.tensor([y for _, y in items])
+
+    loader = DataLoader([(s, i) for i, s in enumerate(sentences)], batch_size=4, collate_fn=collate)
+    codes = compute_codes(model, loader, kept_fields(model) + ("state",), "cpu")
+    index = torch.tensor([3, 0, 5])
+    cached = _take(codes, index)
+    tokens, _ = collate([(sentences[i], 0) for i in index])
+    direct = model.encoder(tokens)
+    assert cached.memory.shape == direct.memory.shape == (3, 4, 16)  # trimmed to the batch's longest
+    torch.testing.assert_close(cached.memory, direct.memory)
+    assert torch.equal(cached.memory_mask, direct.memory_mask)
+    for got, want in zip(cached.state, direct.state):  # (h, c), each (layers * dirs, B, H)
+        torch.testing.assert_close(got, want)

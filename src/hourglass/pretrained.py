@@ -107,8 +107,11 @@ def read_source(path: Path) -> tuple[dict[str, Tensor], Path, str]:
             "encoder's state dict) and point at that file."
         )
     if not path.is_file():
-        raise CheckpointError(f"model.pretrained_encoder={path} does not exist. Give a run directory or a "
-                              ".safetensors file.")
+        raise CheckpointError(
+            f"model.pretrained_encoder={path} does not exist. Train the run it names first (for the "
+            "mnist-pretrain-probe recipe: `hourglass train mnist-ae --out runs/mnist-ae`), or point at another "
+            "run directory or .safetensors file with --set model.pretrained_encoder=PATH."
+        )
     meta = _metadata(path)
     if meta.get("format") == CHECKPOINT_FORMAT:  # a training checkpoint: the task's state dict, "model.*"
         tree = load_tree(path)
