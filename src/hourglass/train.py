@@ -88,6 +88,10 @@ def make_trainer(config: Config, run_dir: Path) -> L.Trainer:
     if tc.early_stopping:
         es = tc.early_stopping
         callbacks.append(EarlyStopping(monitor=es.monitor, mode=es.mode, patience=es.patience, min_delta=es.min_delta))
+    if tc.average_last:  # the last N epochs' weights, averaged by finish() (hourglass.averaging)
+        from hourglass.averaging import LastEpochs
+
+        callbacks.append(LastEpochs(ckpt_dir, tc.average_last))
     loggers = [CSVLogger(run_dir, name="logs", version=""), TensorBoardLogger(run_dir, name="logs", version="tb")]
     return L.Trainer(
         default_root_dir=run_dir, max_epochs=tc.max_epochs, max_steps=tc.max_steps, callbacks=callbacks,
@@ -140,8 +144,13 @@ def finish(config: Config, task, data, trainer: L.Trainer, run_dir: Path, second
     """Export the best weights, then write metrics, pictures and the report."""
     from hourglass.report import write_report
 
+    from hourglass.averaging import averaged_state
+
     best = trainer.checkpoint_callbacks[0]
-    if best.best_model_path and Path(best.best_model_path).is_file():
+    averaged = averaged_state(run_dir / "checkpoints", config.train.average_last) if config.train.average_last else None
+    if averaged is not None:  # train.average_last: export the mean of the last N epochs instead of the best
+        task.load_state_dict(averaged)
+    elif best.best_model_path and Path(best.best_model_path).is_file():
         task.load_state_dict(load_tree(Path(best.best_model_path))["state_dict"])
     task.to("cpu")
     save_weights(task.model, run_dir / "model.safetensors", {"config": config.to_dict()})

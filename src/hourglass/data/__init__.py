@@ -1,2 +1,2 @@
 """Data modules: each registers itself with ``@register_dataset``."""
-from hourglass.data import images  # noqa: F401
+from hourglass.data import captions, images, mnist_captions, numbers, parallel, segmentation  # noqa: F401

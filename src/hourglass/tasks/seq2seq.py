@@ -9,7 +9,7 @@ Batches
 A batch is a dict::
 
     {"source": Tensor (B, S) long (token ids, padded) | (B, C, H, W) float (images) | anything model.encode reads,
-     "target": Tensor (B, T) long = [bos, y_1, ..., y_n, eos, pad, ...],
+     "target": Tensor (B, T) long = [bos, y_1, ..., y_n, eos, pad, ...] in a Tokenizer's ids (pad = 0),
      "index":  Tensor (B,) long: each example's position in its split (for references and examples)}
 
 The data-module protocol (:class:`Seq2SeqData`)
@@ -35,3 +35,273 @@ this task provides:
 
 :class:`~hourglass.data.parallel.ParallelDataModule` is the text implementation.
 """
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Protocol, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from hourglass._registry import register_task
+from hourglass.code import Code
+from hourglass.config import TrainConfig
+from hourglass.data.tokenizer import PAD_ID, Tokenizer
+from hourglass.decoders.base import SequenceDecoder
+from hourglass.model import EncoderDecoder
+from hourglass.search import Hypotheses, beam_search, greedy
+from hourglass.tasks.base import Task
+
+
+class Seq2SeqData(Protocol):
+    """What :class:`Seq2SeqTask` reads from a data module (see the module docstring)."""
+
+    target_tokenizer: Tokenizer
+
+    def val_dataloader(self) -> Iterable[dict[str, Tensor]]: ...
+    def references(self, stage: str = "val") -> list[str] | list[list[str]]: ...
+    def source_text(self, index: int, stage: str = "val") -> str: ...
+    def source_labels(self, index: int, stage: str = "val") -> list[str] | None: ...
+    def encode_sources(self, items: Sequence[Any]) -> Tensor: ...
+    def item_labels(self, item: Any) -> list[str] | None: ...
+
+
+def corpus_scores(hypotheses: list[str], references: list[str] | list[list[str]]) -> dict[str, Any]:
+    """Corpus BLEU (Papineni et al. 2002) and chrF (Popovic 2015) from sacrebleu on detokenized text, with their
+    signatures, and the share of exact matches. ``references`` may hold several per hypothesis (lists)."""
+    from sacrebleu.metrics import BLEU, CHRF
+
+    multi = bool(references) and isinstance(references[0], (list, tuple))
+    refs = [list(r) for r in references] if multi else [[r] for r in references]
+    width = max((len(r) for r in refs), default=1)
+    streams = [[r[k] if k < len(r) else None for r in refs] for k in range(width)]  # sacrebleu: one stream per ref
+    bleu, chrf = BLEU(), CHRF()
+    b, c = bleu.corpus_score(hypotheses, streams), chrf.corpus_score(hypotheses, streams)
+    exact = sum(h in r for h, r in zip(hypotheses, refs)) / max(len(hypotheses), 1)
+    return {"bleu": round(b.score, 2), "chrf": round(c.score, 2), "exact_match": exact,
+            "bleu_signature": str(bleu.get_signature()), "chrf_signature": str(chrf.get_signature())}
+
+
+@register_task("seq2seq")
+class Seq2SeqTask(Task):
+    """Teacher-forced training with label smoothing; greedy/beam search (:mod:`hourglass.search`) to generate.
+
+    Options: ``label_smoothing`` (Szegedy et al. 2016); ``teacher_forcing``, the share of gold previous tokens
+    fed in training (below 1: scheduled sampling, Bengio et al. 2015, in the two-pass form of Mihaylova & Liu
+    2019 that works for any decoder); ``beam``, ``length_penalty`` (GNMT's alpha) and ``max_len_ratio`` for
+    final evaluation and translation; ``val_beam`` for the BLEU computed at every validation (1 = greedy,
+    0 = none). Outputs are at most ``min(max_len, ceil(max_len_ratio * source length) + max_len_offset)``
+    tokens; the source length is the number of real memory positions (``Code.memory_mask``).
+    """
+
+    decoder_protocol = SequenceDecoder
+
+    def __init__(
+        self,
+        *,
+        model: EncoderDecoder,
+        train: TrainConfig,
+        seed: int = 0,
+        label_smoothing: float = 0.1,
+        teacher_forcing: float = 1.0,
+        beam: int = 5,
+        length_penalty: float = 1.0,
+        val_beam: int = 1,
+        max_len: int = 200,
+        max_len_ratio: float | None = 2.0,
+        max_len_offset: int = 10,
+        examples: int = 20,
+        attention_plots: int = 3,
+    ) -> None:
+        super().__init__(model=model, train=train, seed=seed)
+        if not 0.0 < teacher_forcing <= 1.0:
+            raise ValueError(f"task.teacher_forcing must be in (0, 1], got {teacher_forcing}")
+        self.label_smoothing, self.teacher_forcing = label_smoothing, teacher_forcing
+        self.beam, self.length_penalty, self.val_beam = beam, length_penalty, val_beam
+        self.max_len, self.max_len_ratio, self.max_len_offset = max_len, max_len_ratio, max_len_offset
+        self.n_examples, self.n_attention = examples, attention_plots
+        self._val_outputs: dict[int, str] = {}
+        self.last_outputs: dict[int, str] = {}  # index -> hypothesis of the last evaluate()
+
+    @property
+    def decoder(self) -> SequenceDecoder:
+        return self.model.decoder
+
+    # -- training -----------------------------------------------------------------------------------------------
+    def _sampled_inputs(self, inputs: Tensor, state: Any, pad_id: int) -> Tensor:
+        """Scheduled sampling, two-pass (Mihaylova & Liu 2019): predict with gold inputs, then replace each gold
+        input after bos by the previous position's prediction with probability 1 - teacher_forcing."""
+        with torch.no_grad():
+            logits, _ = self.decoder(inputs, state)  # (B, T, V)
+        predicted = torch.cat([inputs[:, :1], logits[:, :-1].argmax(-1)], 1)  # (B, T): bos, then predictions
+        swap = torch.rand(inputs.shape, device=inputs.device) >= self.teacher_forcing
+        swap[:, 0] = False
+        return torch.where(swap & (inputs != pad_id), predicted, inputs)
+
+    def loss(self, batch: dict[str, Tensor], stage: str) -> tuple[Tensor, dict[str, Tensor]]:
+        target = batch["target"]  # (B, T+1) = [bos, y..., eos, pad...]
+        pad_id = PAD_ID
+        inputs, labels = target[:, :-1], target[:, 1:]  # (B, T) each
+        state = self.decoder.init_state(self.model.encode(batch["source"]))
+        if stage == "train" and self.teacher_forcing < 1.0:
+            inputs = self._sampled_inputs(inputs, state, pad_id)
+        logits, _ = self.decoder(inputs, state)  # (B, T, V)
+        flat, gold = logits.reshape(-1, logits.shape[-1]), labels.reshape(-1)
+        loss = F.cross_entropy(flat, gold, ignore_index=pad_id, label_smoothing=self.label_smoothing)
+        real = gold != pad_id
+        with torch.no_grad():
+            nll = F.cross_entropy(flat, gold, ignore_index=pad_id)
+            accuracy = (flat.argmax(-1)[real] == gold[real]).float().mean()
+        return loss, {"nll": nll, "ppl": nll.exp(), "token_accuracy": accuracy}
+
+    def progress_metrics(self) -> tuple[str, ...]:
+        return ("bleu",)
+
+    # -- generation ---------------------------------------------------------------------------------------------
+    def _limits(self, code: Code, max_len_ratio: float | None) -> int | Tensor:
+        if max_len_ratio is None or code.memory_mask is None:
+            return self.max_len
+        length = code.memory_mask.flatten(1).sum(1).float()  # (B,) real source positions
+        limit = torch.ceil(length * max_len_ratio).long() + self.max_len_offset
+        return limit.clamp(max=self.max_len)
+
+    @torch.no_grad()
+    def generate(self, source: Tensor, tokenizer: Tokenizer, *, beam: int | None = None, nbest: int = 1,
+                 max_len_ratio: Any = ..., length_penalty: float | None = None) -> Hypotheses:
+        """A source batch -> hypotheses (token ids; ``tokenizer`` gives bos and eos). beam 1 is greedy search."""
+        beam = self.beam if beam is None else beam
+        ratio = self.max_len_ratio if max_len_ratio is ... else max_len_ratio
+        code = self.model.encode(source.to(self.device))
+        limit = self._limits(code, ratio)
+        ids = dict(bos=tokenizer.bos_id, eos=tokenizer.eos_id, max_len=limit)
+        if beam == 1 and nbest == 1:
+            return greedy(self.decoder, code, **ids)
+        alpha = self.length_penalty if length_penalty is None else length_penalty
+        return beam_search(self.decoder, code, beam=beam, nbest=nbest, length_penalty=alpha, **ids)
+
+    def translate(self, items: Sequence[Any], data: Seq2SeqData, *, beam: int | None = None, nbest: int = 1,
+                  max_len_ratio: Any = ...) -> list[list[tuple[str, float]]]:
+        """Raw inputs (sentences, images) -> for each, ``nbest`` (text, score) pairs, best first."""
+        if not len(items):
+            return []
+        hyps = self.generate(data.encode_sources(items), data.target_tokenizer, beam=beam, nbest=nbest,
+                             max_len_ratio=max_len_ratio)
+        decode = data.target_tokenizer.decode
+        return [[(decode(t), s) for t, s in zip(ts, ss)] for ts, ss in zip(hyps.tokens, hyps.scores)]
+
+    # -- validation: loss and BLEU --------------------------------------------------------------------------------
+    def on_validation_epoch_start(self) -> None:
+        self._val_outputs = {}
+
+    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+        super().validation_step(batch, batch_idx)
+        data = getattr(self.trainer, "datamodule", None)
+        if self.val_beam and hasattr(data, "references"):
+            hyps = self.generate(batch["source"], data.target_tokenizer, beam=self.val_beam)
+            decode = data.target_tokenizer.decode
+            for i, tokens in zip(batch["index"].tolist(), hyps.best()):
+                self._val_outputs[i] = decode(tokens)
+
+    def on_validation_epoch_end(self) -> None:
+        if not self._val_outputs:
+            return
+        references = self.trainer.datamodule.references("val")
+        order = sorted(self._val_outputs)  # a sanity check sees a few batches only: score those
+        scores = corpus_scores([self._val_outputs[i] for i in order], [references[i] for i in order])
+        for key in ("bleu", "chrf", "exact_match"):
+            self.log(f"val/{key}", float(scores[key]), prog_bar=key == "bleu")
+
+    # -- results ------------------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def evaluate(self, data: Seq2SeqData) -> dict[str, Any]:
+        """Beam search (``beam``) over the validation split: BLEU, chrF, exact match, loss and perplexity."""
+        was_training = self.training
+        self.eval()
+        outputs, losses, nlls, tokens = {}, 0.0, 0.0, 0
+        decode = data.target_tokenizer.decode
+        for batch in data.val_dataloader():
+            batch = {k: v.to(self.device) for k, v in batch.items()}
+            loss, logs = self.loss(batch, "val")
+            n = int((batch["target"][:, 1:] != PAD_ID).sum())
+            losses, nlls, tokens = losses + float(loss) * n, nlls + float(logs["nll"]) * n, tokens + n
+            hyps = self.generate(batch["source"], data.target_tokenizer)
+            outputs.update({i: decode(t) for i, t in zip(batch["index"].tolist(), hyps.best())})
+        self.train(was_training)
+        self.last_outputs = outputs
+        references = data.references("val")
+        order = sorted(outputs)
+        scores = corpus_scores([outputs[i] for i in order], [references[i] for i in order])
+        nll = nlls / max(tokens, 1)
+        return {**scores, "loss": losses / max(tokens, 1), "nll": nll, "ppl": math.exp(min(nll, 50.0)),
+                "sentences": len(order), "beam": self.beam}
+
+    def plots(self, data: Seq2SeqData, out_dir: Path) -> list[Path]:
+        """Loss curves, attention heatmaps of the first validation sentences, and ``examples.json`` (beside
+        ``out_dir``, in the run directory) with sources, references and the last evaluate()'s outputs."""
+        from hourglass import plots
+        from hourglass.tasks.logs import read_history
+
+        out_dir = Path(out_dir)
+        paths = []
+        history = read_history(out_dir.parent / "logs")
+        if history:
+            paths.append(plots.loss_curves(history, out_dir / "loss_curves.png"))
+        paths += self.attention_plots(data, out_dir)
+        self.write_examples(data, out_dir.parent / "examples.json")
+        return paths
+
+    def write_examples(self, data: Seq2SeqData, path: Path) -> Path:
+        references = data.references("val")
+        rows = []
+        for i in sorted(self.last_outputs)[: self.n_examples]:
+            ref = references[i]
+            rows.append({"source": data.source_text(i, "val"),
+                         "reference": " | ".join(ref) if isinstance(ref, (list, tuple)) else ref,
+                         "output": self.last_outputs[i]})
+        path.write_text(json.dumps(rows, ensure_ascii=False, indent=1), encoding="utf-8")
+        return path
+
+    @torch.no_grad()
+    def attention_plots(self, data: Seq2SeqData, out_dir: Path) -> list[Path]:
+        """Heatmaps for the first ``attention_plots`` examples of the first validation batch (text sources)."""
+        if not self.n_attention:
+            return []
+        batch = next(iter(data.val_dataloader()))
+        index, source = batch["index"][: self.n_attention], batch["source"][: self.n_attention]
+        labels = [data.source_labels(int(i), "val") for i in index]
+        if any(lab is None for lab in labels):
+            return []  # not a sequence (an image): a captioning task draws attention on the image instead
+        hyps = self.generate(source, data.target_tokenizer)
+        paths = []
+        for k, (i, lab) in enumerate(zip(index.tolist(), labels)):
+            path = self.attention_figure(hyps, k, lab, data.target_tokenizer, out_dir / f"attention_{i}.png")
+            paths += [path] if path else []
+        return paths
+
+    @staticmethod
+    def attention_figure(hyps: Hypotheses, k: int, source_labels: list[str], tokenizer: Tokenizer,
+                         path: Path) -> Path | None:
+        """The attention of hypothesis ``k`` (its rows: output pieces, then eos) as a heatmap, or None."""
+        from hourglass import plots
+
+        weights = hyps.attention[k]
+        if weights is None:
+            return None  # a decoder without attention
+        target = [tokenizer.decode([t]) or "?" for t in hyps.tokens[k][0]] + ["</s>"]
+        target = [p.replace(" ", "") or "▁" for p in target]
+        return plots.attention_map(weights[:, : len(source_labels)].float().numpy(), source_labels, target, path)
+
+
+def chunks(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
+    """Group an iterable lazily into lists of at most ``size`` (for batched translation of a stream)."""
+    batch = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch

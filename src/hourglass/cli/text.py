@@ -1,0 +1,151 @@
+"""``translate`` and ``attention``: use a trained sequence-to-sequence run on new text.
+
+``translate`` streams: a reader thread takes lines from stdin (or ``--input``) into a bounded queue, and each
+batch holds the lines that have arrived, up to ``--batch`` of them. A large file is therefore never loaded at
+once, and an interactive producer that writes one line and waits for its translation gets it at once (a batch
+does not wait to fill up). Output: one line per input line, in the same order; an empty input line gives an
+empty output line. With ``--nbest N``, N lines per input line: ``LINE<TAB>RANK<TAB>SCORE<TAB>TEXT``.
+"""
+from __future__ import annotations
+
+import queue
+import sys
+import threading
+from pathlib import Path
+from typing import IO, Iterator
+
+from hourglass.errors import HourglassError
+
+_END = object()
+
+
+def register(sub) -> None:
+    p = sub.add_parser("translate", help="translate lines from stdin or --input with a trained seq2seq run")
+    p.add_argument("run", help="the run directory")
+    p.add_argument("--input", metavar="FILE", help="read this file (plain or .gz) instead of stdin")
+    p.add_argument("--beam", type=int, help="beam size (default: the run's task.beam; 1 = greedy)")
+    p.add_argument("--nbest", type=int, default=1, help="hypotheses per line (<= beam)")
+    p.add_argument("--max-len-ratio", type=float, help="longest output, in source lengths (default: the run's)")
+    p.add_argument("--batch", type=int, default=64, help="most lines translated together (default 64)")
+    p.set_defaults(func=cmd_translate)
+
+    p = sub.add_parser("attention", help="draw the attention map of one translation as a PNG")
+    p.add_argument("run")
+    p.add_argument("sentence")
+    p.add_argument("--output", required=True, metavar="FILE.png")
+    p.add_argument("--beam", type=int, help="beam size (default: the run's task.beam)")
+    p.set_defaults(func=cmd_attention)
+
+
+def load_seq2seq(path: str):
+    """``Run.load(path)``, refusing a run whose task is not sequence-to-sequence."""
+    from hourglass.run import Run
+    from hourglass.tasks.seq2seq import Seq2SeqTask
+
+    run = Run.load(path)
+    if not isinstance(run.task, Seq2SeqTask):
+        raise HourglassError(
+            f'The run {path} is a "{run.config.task.name}" model, not a sequence-to-sequence one, so it cannot '
+            "translate. Give the directory of a seq2seq run (e.g. one trained with `hourglass train numbers-words` "
+            "or `hourglass train multi30k-transformer`)."
+        )
+    return run
+
+
+def _read_ahead(lines: Iterator[str], size: int) -> queue.Queue:
+    """A reader thread that puts ``lines`` (then _END, or the exception that stopped it) into a bounded queue."""
+    q: queue.Queue = queue.Queue(maxsize=size)
+
+    def pump() -> None:
+        try:
+            for line in lines:
+                q.put(line)
+            q.put(_END)
+        except BaseException as err:  # handed to the main thread, which raises it
+            q.put(err)
+
+    threading.Thread(target=pump, daemon=True).start()
+    return q
+
+
+def available_batches(lines: Iterator[str], size: int) -> Iterator[list[str]]:
+    """Batches of at most ``size`` lines: wait for one line, then take only what has already arrived."""
+    q = _read_ahead(lines, 2 * size)
+    while True:
+        item = q.get()
+        batch = []
+        while item is not _END and not isinstance(item, BaseException):
+            batch.append(item)
+            if len(batch) == size:
+                break
+            try:
+                item = q.get_nowait()
+            except queue.Empty:
+                break
+        if batch:
+            yield batch
+        if item is _END:
+            return
+        if isinstance(item, BaseException):
+            raise item
+
+
+def translate_stream(run, lines: Iterator[str], out: IO[str], *, beam: int | None, nbest: int,
+                     max_len_ratio: float | None, batch: int) -> int:
+    """Translate ``lines`` batch by batch, writing and flushing each batch; returns the number of lines."""
+    task, data = run.task, run.data
+    ratio = task.max_len_ratio if max_len_ratio is None else max_len_ratio
+    done = 0
+    for chunk in available_batches(lines, batch):
+        texts = [line.strip() for line in chunk]
+        real = [i for i, t in enumerate(texts) if t]  # empty lines are answered with empty lines
+        results = task.translate([texts[i] for i in real], data, beam=beam, nbest=nbest, max_len_ratio=ratio)
+        by_line = dict(zip(real, results))
+        for i in range(len(texts)):
+            hyps = by_line.get(i, [("", 0.0)] * nbest)
+            if nbest == 1:
+                out.write(hyps[0][0] + "\n")
+            else:
+                for rank, (text, score) in enumerate(hyps, start=1):
+                    out.write(f"{done + i + 1}\t{rank}\t{score:.4f}\t{text}\n")
+        out.flush()
+        done += len(texts)
+    return done
+
+
+def cmd_translate(args) -> int:
+    from hourglass.data.text import iter_lines
+
+    beam = args.beam
+    if beam is not None and beam < 1:
+        raise HourglassError(f"--beam must be 1 or more (got {beam}).")
+    if args.nbest < 1 or args.nbest > (beam or 10**9):
+        raise HourglassError(f"--nbest must be between 1 and the beam size (got --nbest {args.nbest}, --beam {beam}).")
+    run = load_seq2seq(args.run)
+    if args.nbest > (beam or run.task.beam):
+        beam = args.nbest  # an n-best list needs a beam at least that wide
+    lines = iter_lines(Path(args.input)) if args.input else iter_lines(sys.stdin.buffer)
+    translate_stream(run, lines, sys.stdout, beam=beam, nbest=args.nbest, max_len_ratio=args.max_len_ratio,
+                     batch=max(1, args.batch))
+    return 0
+
+
+def cmd_attention(args) -> int:
+    run = load_seq2seq(args.run)
+    task, data = run.task, run.data
+    sentence = args.sentence.strip()
+    if not sentence:
+        raise HourglassError("The sentence is empty: give the text to translate in quotes.")
+    labels = data.item_labels(sentence)
+    if labels is None:
+        raise HourglassError(f"The run {args.run} does not read text, so its attention has no words to show.")
+    hyps = task.generate(data.encode_sources([sentence]), data.target_tokenizer, beam=args.beam)
+    path = task.attention_figure(hyps, 0, labels, data.target_tokenizer, Path(args.output))
+    if path is None:
+        raise HourglassError(
+            f'The decoder of {args.run} ("{run.config.model.decoder.name}") has no attention to draw. Train a model '
+            "with an attention decoder (gru-attention, lstm-attention or transformer)."
+        )
+    print(data.target_tokenizer.decode(hyps.tokens[0][0]))
+    print(path, file=sys.stderr)
+    return 0

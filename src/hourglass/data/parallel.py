@@ -1,0 +1,254 @@
+"""Parallel text for sequence-to-sequence: two aligned files or one TSV file, subword-tokenized.
+
+Implements the data-module protocol of :mod:`hourglass.tasks.seq2seq` for text on both sides::
+
+    data:
+      name: parallel
+      source: train.de.gz        # two aligned files (plain or gzip), line i translates line i ...
+      target: train.en.gz
+      tsv: null                  # ... or one tab-separated file (columns source_col, target_col)
+      val_path: val.de.gz        # validation sources (or a TSV when val_ref is not set); default: split off
+      val_ref: val.en.gz         #   val_fraction of the training pairs. `hourglass evaluate --data --ref` sets these.
+
+Reading (line counts, empty lines, bytes that are not UTF-8) is :mod:`hourglass.data.text`'s job. SentencePiece
+tokenizers (:mod:`hourglass.data.tokenizer`) are trained on the training side(s) only: one joint vocabulary
+(``joint_vocab``, needed to tie the encoder's and decoder's embeddings) or one per side. They are saved in the
+run directory (``tokenizer.model``, or ``source.model`` and ``target.model``) and loaded from there, so that a
+trained run never reads its training files again to translate.
+
+A sentence longer than ``max_length`` pieces is truncated with a warning (a count), never refused: the encoder's
+and decoder's ``max_len`` must be at least ``max_length`` + 2 (bos and eos). Training batches hold sentences of
+similar length under a budget of ``max_tokens`` padded tokens (:class:`~hourglass.data.batching.TokenBatchSampler`).
+"""
+from __future__ import annotations
+
+import shutil
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any, Literal, Optional, Sequence
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset
+
+from hourglass._registry import register_dataset
+from hourglass.data.base import DataModule
+from hourglass.data.batching import TokenBatchSampler, collate, pad
+from hourglass.data.text import read_parallel, read_tsv
+from hourglass.data.tokenizer import Tokenizer
+from hourglass.errors import ConfigError, DataError
+from hourglass.model import DataContext
+
+Pairs = list[tuple[str, str]]
+JOINT, SOURCE, TARGET = "tokenizer.model", "source.model", "target.model"
+
+
+class EncodedPairs(Dataset):
+    """Token ids of (source, target) pairs; item i is ``(i, source ids, target ids)`` (ids without bos/eos)."""
+
+    def __init__(self, sources: list[list[int]], targets: list[list[int]]) -> None:
+        self.sources, self.targets = sources, targets
+
+    def __len__(self) -> int:
+        return len(self.sources)
+
+    def __getitem__(self, i: int) -> tuple[int, list[int], list[int]]:
+        return i, self.sources[i], self.targets[i]
+
+    def lengths(self) -> list[int]:
+        """Cost in padded tokens: the longer side, the target with its bos and eos."""
+        return [max(len(s), len(t) + 2) for s, t in zip(self.sources, self.targets)]
+
+
+def _truncate(seqs: list[list[int]], limit: int, what: str) -> list[list[int]]:
+    long = sum(len(s) > limit for s in seqs)
+    if long:
+        warnings.warn(f"{long} {what} longer than data.max_length={limit} pieces were truncated to it. Raise "
+                      "data.max_length (and the model's max_len) to keep them whole.", UserWarning, stacklevel=3)
+    return [s[:limit] for s in seqs]
+
+
+@register_dataset("parallel")
+class ParallelDataModule(DataModule):
+    """Two aligned files or one TSV file -> subword ids; see the module docstring."""
+
+    def __init__(
+        self,
+        *,
+        source: Optional[str] = None,
+        target: Optional[str] = None,
+        tsv: Optional[str] = None,
+        source_col: int = 0,
+        target_col: int = 1,
+        val_path: Optional[str] = None,
+        val_ref: Optional[str] = None,
+        val_fraction: float = 0.05,
+        train_limit: Optional[int] = None,
+        vocab: int = 8000,
+        joint_vocab: bool = True,
+        tokenizer: Literal["unigram", "bpe"] = "unigram",
+        max_length: int = 128,
+        max_tokens: int = 4096,
+        num_workers: int = 0,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        if tsv is not None and (source or target):
+            raise ConfigError("Set either data.tsv or data.source and data.target, not both.")
+        if val_path is None and not 0.0 < val_fraction < 1.0:
+            raise ConfigError(f"data.val_fraction must be between 0 and 1 (got {val_fraction}), or set data.val_path.")
+        self.paths = dict(source=source, target=target, tsv=tsv, val_path=val_path, val_ref=val_ref)
+        self.cols = (source_col, target_col)
+        self.val_fraction, self.train_limit = val_fraction, train_limit
+        self.vocab, self.joint_vocab, self.model_type = vocab, joint_vocab, tokenizer
+        self.max_length, self.max_tokens, self.num_workers, self.seed = max_length, max_tokens, num_workers, seed
+        self.source_tokenizer: Tokenizer | None = None
+        self.target_tokenizer: Tokenizer | None = None
+        self._pairs: dict[str, Pairs] = {}
+        self._sets: dict[str, EncodedPairs] = {}
+        self._tmp: str | None = None
+        self._resume: tuple[int, int] | None = None
+
+    # -- reading ------------------------------------------------------------------------------------------------
+    def read_train(self) -> Pairs:
+        """All training pairs as raw text (before a validation split). Generated-text subclasses override this."""
+        p = self.paths
+        if p["tsv"] is None and (p["source"] is None or p["target"] is None):
+            raise ConfigError(
+                "The parallel data needs its training text: set data.source and data.target (two aligned files, "
+                "line i of one translating line i of the other), or data.tsv (one tab-separated file)."
+            )
+        return read_tsv(p["tsv"], *self.cols) if p["tsv"] else read_parallel(p["source"], p["target"])
+
+    def read_val(self) -> Pairs | None:
+        """The validation pairs, or None to split them off the training pairs (``val_fraction``)."""
+        p = self.paths
+        if not p["val_path"]:
+            return None
+        return read_parallel(p["val_path"], p["val_ref"]) if p["val_ref"] else read_tsv(p["val_path"], *self.cols)
+
+    def _read(self, split: str) -> Pairs:
+        """The pairs of "train" or "val"; a validation file is read without touching the training files."""
+        if split not in self._pairs:
+            val = self._pairs.get("val") or self.read_val()
+            if val is not None and split == "val":
+                self._pairs["val"] = val
+                return val
+            train = self.read_train()
+            if val is None:
+                if len(train) < 2:
+                    raise DataError(f"The training text holds {len(train)} pair: too few to split off a validation "
+                                    "set. Add pairs, or give data.val_path and data.val_ref.")
+                order = np.random.default_rng(self.seed).permutation(len(train))
+                n_val = max(1, int(round(len(train) * self.val_fraction)))
+                val, train = [train[i] for i in order[:n_val]], [train[i] for i in np.sort(order[n_val:])]
+            self._pairs.update(train=train[: self.train_limit] if self.train_limit else train, val=val)
+        return self._pairs[split]
+
+    # -- tokenizers ---------------------------------------------------------------------------------------------
+    def _train_tokenizers(self) -> None:
+        train = self._read("train")
+        self._tmp = self._tmp or tempfile.mkdtemp(prefix="hourglass-tok-")
+        opts = dict(vocab_size=self.vocab, model_type=self.model_type)
+        if self.joint_vocab:
+            lines = [s for s, _ in train] + [t for _, t in train]
+            joint = Tokenizer.train(lines, path_prefix=Path(self._tmp) / "tokenizer", **opts)
+            self.source_tokenizer = self.target_tokenizer = joint
+        else:
+            self.source_tokenizer = Tokenizer.train([s for s, _ in train], path_prefix=Path(self._tmp) / "source", **opts)
+            self.target_tokenizer = Tokenizer.train([t for _, t in train], path_prefix=Path(self._tmp) / "target", **opts)
+
+    def setup(self, stage: str | None = None) -> None:
+        """Only the tokenizers: the text is read when a split is first needed (a trained run never reads it)."""
+        if self.target_tokenizer is None:
+            self._train_tokenizers()
+
+    def save_artifacts(self, run_dir: Path) -> None:
+        self.setup()
+        run_dir = Path(run_dir)
+        if self.joint_vocab:
+            shutil.copyfile(self.target_tokenizer.path, run_dir / JOINT)
+        else:
+            shutil.copyfile(self.source_tokenizer.path, run_dir / SOURCE)
+            shutil.copyfile(self.target_tokenizer.path, run_dir / TARGET)
+
+    def load_artifacts(self, run_dir: Path) -> None:
+        run_dir = Path(run_dir)
+        if self.joint_vocab:
+            self.source_tokenizer = self.target_tokenizer = Tokenizer.load(run_dir / JOINT)
+        else:
+            self.source_tokenizer = Tokenizer.load(run_dir / SOURCE)
+            self.target_tokenizer = Tokenizer.load(run_dir / TARGET)
+
+    # -- splits ---------------------------------------------------------------------------------------------------
+    def _encode(self, pairs: Pairs, split: str) -> EncodedPairs:
+        src = _truncate([self.source_tokenizer.encode(s) for s, _ in pairs], self.max_length, f"{split} sources")
+        tgt = _truncate([self.target_tokenizer.encode(t) for _, t in pairs], self.max_length, f"{split} targets")
+        return EncodedPairs(src, tgt)
+
+    def encoded(self, split: str) -> EncodedPairs:
+        """The token ids of "train" or "val" (encoded once)."""
+        if split not in self._sets:
+            self.setup()
+            self._sets[split] = self._encode(self._read(split), "training" if split == "train" else "validation")
+        return self._sets[split]
+
+    def context(self) -> DataContext:
+        self.setup()
+        src, tgt = self.source_tokenizer, self.target_tokenizer
+        return DataContext(modality="tokens", encoder={"vocab_size": src.vocab_size, "pad_id": src.pad_id},
+                           decoder={"vocab_size": tgt.vocab_size, "pad_id": tgt.pad_id})
+
+    def describe(self) -> dict[str, Any]:
+        self.setup()
+        p = self.paths
+        return {"source": p["tsv"] or f"{p['source']} -> {p['target']}", "train": len(self.encoded("train")),
+                "val": len(self.encoded("val")), "source_vocab": self.source_tokenizer.vocab_size,
+                "target_vocab": self.target_tokenizer.vocab_size, "joint_vocab": self.joint_vocab}
+
+    # -- loaders ----------------------------------------------------------------------------------------------------
+    def _collate(self, items):
+        t = self.target_tokenizer
+        return collate(items, pad_id=t.pad_id, bos_id=t.bos_id, eos_id=t.eos_id)
+
+    def resume_at(self, epoch: int, batches_done: int) -> None:
+        self._resume = (epoch, batches_done)
+
+    def train_dataloader(self) -> DataLoader:
+        train = self.encoded("train")
+        sampler = TokenBatchSampler(train.lengths(), max_tokens=self.max_tokens, shuffle=True, seed=self.seed)
+        if self._resume is not None:
+            sampler.epoch, sampler.skip_batches = self._resume  # set_epoch(same epoch) keeps the skip
+            self._resume = None
+        return DataLoader(train, batch_sampler=sampler, collate_fn=self._collate, num_workers=self.num_workers)
+
+    def val_dataloader(self) -> DataLoader:
+        val = self.encoded("val")
+        sampler = TokenBatchSampler(val.lengths(), max_tokens=self.max_tokens, shuffle=False)  # by length: fast search
+        return DataLoader(val, batch_sampler=sampler, collate_fn=self._collate, num_workers=self.num_workers)
+
+    # -- the seq2seq protocol (hourglass.tasks.seq2seq) -----------------------------------------------------------
+    def _split(self, stage: str) -> Pairs:
+        if stage != "val":
+            raise ValueError(f'only the "val" split is available, not {stage!r}')
+        return self._read("val")
+
+    def references(self, stage: str = "val") -> list[str]:
+        return [t for _, t in self._split(stage)]
+
+    def source_text(self, index: int, stage: str = "val") -> str:
+        return self._split(stage)[index][0]
+
+    def source_labels(self, index: int, stage: str = "val") -> list[str]:
+        return self.item_labels(self.source_text(index, stage))
+
+    def item_labels(self, item: str) -> list[str]:
+        return self.source_tokenizer.pieces(item)[: self.max_length]
+
+    def encode_sources(self, items: Sequence[str]) -> Tensor:
+        """Sentences -> (B, S) ids padded with pad_id; longer than max_length: truncated, with a warning."""
+        self.setup()
+        ids = _truncate([self.source_tokenizer.encode(s) for s in items], self.max_length, "source sentence(s)")
+        return pad([s or [self.source_tokenizer.pad_id] for s in ids], self.source_tokenizer.pad_id)
