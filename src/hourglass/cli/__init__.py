@@ -9,7 +9,7 @@ import warnings
 
 from hourglass.errors import HourglassError
 
-COMMAND_MODULES = ("core", "images")
+COMMAND_MODULES = ("core", "images", "text")
 
 
 def _quiet() -> None:
