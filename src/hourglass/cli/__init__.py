@@ -9,7 +9,7 @@ import warnings
 
 from hourglass.errors import HourglassError
 
-COMMAND_MODULES = ("core", "images", "text")
+COMMAND_MODULES = ("core", "images", "vision", "text")
 
 
 def _quiet() -> None:

@@ -1,0 +1,193 @@
+"""U-Net training throughput: hourglass (Lightning, the real ``train`` path) vs a plain PyTorch loop.
+
+Both sides train the ``camvid-unet`` recipe's model (built by the same builder from the same seed) on the same
+CamVid images, in the same batches (the data module's own sampler and paired augmentation), with the same
+optimizer (AdamW, the recipe's lr and weight decay, its warm-up + cosine schedule), the same loss (the task's
+cross-entropy + Dice) and the same bfloat16 autocast. They run in one process, interleaved, alternating which
+goes first: rounds of [ours, plain], [plain, ours], ...
+
+"ours" is ``hourglass.train.train(config)`` with everything the recipe switches on (progress bar, CSV and
+TensorBoard logging, ``last`` checkpoints, the ``best`` checkpoint and early stopping after each validation,
+the validation epoch). The bench only adds a timing callback and skips ``finish`` (final metrics, plots,
+report), which run after training.
+
+Each side runs WARMUP + STEPS optimizer steps; the clock covers the STEPS after the warm-up. The default
+window (46 steps = one epoch of 367 images in batches of 8) holds one validation epoch on the "ours" side;
+two ratios are reported: everything, and training alone (the validation epoch taken out, as the plain loop
+validates nothing). Goal: ours/plain >= 0.97.
+
+    python bench/unet_throughput.py            # 3 rounds, ~10 min with one thread
+    python bench/unet_throughput.py --quick    # smoke test: 1 round of 1 + 3 steps on 24 images
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import lightning as L
+import torch
+
+import hourglass.train as hg_train
+from hourglass import recipebook
+from hourglass.tasks.schedule import configure
+
+ROOT = Path(__file__).resolve().parents[1]
+GOAL = 0.97
+
+
+def parse_args() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true", help="smoke test (numbers meaningless)")
+    p.add_argument("--rounds", type=int, default=None, help="interleaved rounds (default 3; --quick: 1)")
+    p.add_argument("--warmup", type=int, default=None, help="untimed steps first (default 4; --quick: 1)")
+    p.add_argument("--steps", type=int, default=None, help="timed steps (default 46, one epoch; --quick: 2)")
+    p.add_argument("--threads", type=int, default=1, help="torch threads for both sides (default 1)")
+    p.add_argument("--recipe", default="camvid-unet")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override for both sides, as `hourglass train --set` (repeatable)")
+    p.add_argument("--runs", type=Path, default=ROOT / "runs" / "bench" / "unet_throughput")
+    p.add_argument("--results", type=Path, default=ROOT / "bench" / "results")
+    args = p.parse_args()
+    args.rounds = args.rounds or (1 if args.quick else 3)
+    args.warmup = args.warmup if args.warmup is not None else (1 if args.quick else 4)
+    args.steps = args.steps or (2 if args.quick else 46)
+    return args
+
+
+def load_config(args: argparse.Namespace):
+    # max_epochs high so that max_steps ends the run; warmup + steps a whole number of epochs (a run that
+    # stops mid-epoch skips its last validation). No max_time: the clock must not stop either side.
+    base = [f"train.max_steps={args.warmup + args.steps}", "train.max_epochs=1000", "trainer.max_time=null"]
+    if args.quick:
+        base += ["data.limit=24", "data.batch_size=8"]  # 3 steps per epoch
+    return recipebook.load(args.recipe, base + list(args.overrides))
+
+
+class Window(L.Callback):
+    """Times steps WARMUP+1 .. WARMUP+STEPS, and the validation epochs inside that window."""
+
+    def __init__(self, warmup: int, steps: int) -> None:
+        self.warmup, self.steps = warmup, steps
+        self.start = self.end = None
+        self.validation = 0.0
+        self._t_val = 0.0
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if trainer.global_step == self.warmup and self.start is None:
+            self.start = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if trainer.global_step == self.warmup + self.steps and self.end is None:
+            self.end = time.perf_counter()
+
+    def on_validation_start(self, trainer, pl_module) -> None:
+        self._t_val = time.perf_counter()
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        if self.start is not None and (self.end is None or self._t_val < self.end):
+            self.validation += time.perf_counter() - self._t_val
+
+
+def run_ours(args: argparse.Namespace, round_no: int) -> dict:
+    config = load_config(args)
+    window = Window(args.warmup, args.steps)
+    make_trainer, finish = hg_train.make_trainer, hg_train.finish
+
+    def instrumented(config, run_dir):
+        trainer = make_trainer(config, run_dir)
+        trainer.callbacks.insert(0, window)
+        return trainer
+
+    hg_train.make_trainer, hg_train.finish = instrumented, lambda *a, **k: None
+    try:
+        hg_train.train(config, out=str(args.runs / f"ours-round{round_no}"))
+    finally:
+        hg_train.make_trainer, hg_train.finish = make_trainer, finish
+    if window.start is None or window.end is None:
+        raise RuntimeError("the timed window never closed: fewer steps ran than warmup + steps")
+    return {"seconds": window.end - window.start, "validation": window.validation,
+            "images": args.steps * config.data.options()["batch_size"]}
+
+
+def run_plain(args: argparse.Namespace) -> dict:
+    """The same model, data, batches, optimizer, schedule, loss and autocast in a hand-written loop."""
+    config = load_config(args)
+    L.seed_everything(config.seed, verbose=False)
+    data = hg_train.build_data(config)
+    data.setup("fit")
+    task = hg_train.build_task(config, data)  # the same builder; its objective is the same loss
+    task.bind(data)
+    model = task.model.train()
+    total_steps = args.warmup + args.steps
+    opt_cfg = configure(model, config.train, total_steps)
+    opt = opt_cfg["optimizer"] if isinstance(opt_cfg, dict) else opt_cfg
+    sched = opt_cfg["lr_scheduler"]["scheduler"] if isinstance(opt_cfg, dict) else None
+    bf16 = str(config.trainer.precision).startswith("bf16")
+    step, start = 0, None
+    while step < total_steps:
+        for x, mask in data.train_dataloader():
+            if step == args.warmup:
+                start = time.perf_counter()
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                logits = model(x)  # (B, K, H, W)
+            loss, _ = task.objective(logits, mask)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            if sched is not None:
+                sched.step()
+            step += 1
+            if step == total_steps:
+                break
+    return {"seconds": time.perf_counter() - start, "validation": 0.0,
+            "images": args.steps * config.data.options()["batch_size"]}
+
+
+def main() -> int:
+    args = parse_args()
+    torch.set_num_threads(args.threads)
+    ours, plain, rows = [], [], []
+    for r in range(args.rounds):
+        order = ("ours", "plain") if r % 2 == 0 else ("plain", "ours")
+        for side in order:
+            res = run_ours(args, r) if side == "ours" else run_plain(args)
+            (ours if side == "ours" else plain).append(res)
+            print(f"[unet-throughput] round {r + 1} {side:5}: {res['images'] / res['seconds']:6.2f} images/s "
+                  f"({res['seconds']:.1f} s for {args.steps} steps, validation {res['validation']:.1f} s)", flush=True)
+    for i, (o, p) in enumerate(zip(ours, plain)):
+        o_ips, p_ips = o["images"] / o["seconds"], p["images"] / p["seconds"]
+        o_train = o["images"] / (o["seconds"] - o["validation"])
+        rows.append({"round": i + 1, "ours_images_per_s": o_ips, "ours_train_only_images_per_s": o_train,
+                     "plain_images_per_s": p_ips, "ratio": o_ips / p_ips, "ratio_train_only": o_train / p_ips})
+    med = {k: statistics.median(r[k] for r in rows) for k in rows[0] if k != "round"}
+    result = {
+        "bench": "unet_throughput", "command": "python " + " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]),
+        "quick": args.quick, "recipe": args.recipe, "overrides": args.overrides, "warmup_steps": args.warmup,
+        "timed_steps": args.steps, "rounds": rows, "median": med, "goal": GOAL,
+        "goal_met_train_only": med["ratio_train_only"] >= GOAL, "goal_met_all": med["ratio"] >= GOAL,
+        "threads": torch.get_num_threads(), "torch": torch.__version__, "lightning": L.__version__,
+        "python": platform.python_version(),
+    }
+    print(f"\nU-Net training throughput, recipe {args.recipe}: {args.steps} timed steps after {args.warmup} warm-up, "
+          f"{args.rounds} interleaved round(s), {args.threads} thread(s){'  [QUICK]' if args.quick else ''}")
+    print(f"{'round':>6} | {'ours img/s':>10} | {'ours train-only':>15} | {'plain img/s':>11} | {'ratio':>6} | "
+          f"{'ratio train-only':>16}")
+    for r in rows + [dict(med, round="median")]:
+        print(f"{r['round']:>6} | {r['ours_images_per_s']:>10.2f} | {r['ours_train_only_images_per_s']:>15.2f} | "
+              f"{r['plain_images_per_s']:>11.2f} | {r['ratio']:>6.3f} | {r['ratio_train_only']:>16.3f}")
+    print(f"\nGoal ours/plain >= {GOAL}: training only {'MET' if result['goal_met_train_only'] else 'NOT MET'} "
+          f"({med['ratio_train_only']:.3f}); with our validation epoch {med['ratio']:.3f}")
+    args.results.mkdir(parents=True, exist_ok=True)
+    name = f"unet_throughput{'-quick' if args.quick else ''}.json"
+    (args.results / name).write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {args.results / name}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
