@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shlex
 import subprocess
 import sys
@@ -37,7 +38,7 @@ def main() -> int:
     args = p.parse_args()
     run = args.run
     command = None
-    wall = None
+    wall = cpu = None
     if run is None:
         run = args.out or ROOT / "runs" / "bench" / args.recipe
         cmd = ["hourglass", "train", args.recipe, "--out", str(run)]
@@ -49,11 +50,13 @@ def main() -> int:
         start = time.time()
         subprocess.run(cmd, cwd=ROOT, env=env, check=True)
         wall = time.time() - start
-    report(Path(run), command, wall)
+        usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu = usage.ru_utime + usage.ru_stime  # what the machine's other jobs left us, in CPU seconds
+    report(Path(run), command, wall, cpu)
     return 0
 
 
-def report(run: Path, command: str | None, wall: float | None) -> None:
+def report(run: Path, command: str | None, wall: float | None, cpu: float | None = None) -> None:
     metrics = json.loads((run / "metrics.json").read_text())
     final = metrics["final"]
     print(f"\nCamVid val ({final.get('images')} images), run {run}")
@@ -69,8 +72,10 @@ def report(run: Path, command: str | None, wall: float | None) -> None:
     print(f"train seconds   {metrics['train_seconds']:.0f} (Lightning fit)")
     if wall is not None:
         print(f"wall seconds    {wall:.0f} (whole command: loading, training, final metrics, plots, report)")
+    if cpu is not None:
+        print(f"CPU seconds     {cpu:.0f} (user + system of the training process; {cpu / wall:.2f} cores on average)")
     print(f"parameters      {metrics['parameters']:,}")
-    out = {"run": str(run), "command": command, "wall_seconds": wall, **metrics}
+    out = {"run": str(run), "command": command, "wall_seconds": wall, "cpu_seconds": cpu, **metrics}
     (run / "bench-camvid.json").write_text(json.dumps(out, indent=2) + "\n")
 
 

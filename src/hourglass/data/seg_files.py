@@ -66,7 +66,7 @@ def read_image(path: Path) -> np.ndarray:
     """Any image file -> uint8 (H, W, 3) RGB (grey is repeated, alpha dropped)."""
     try:
         with Image.open(path) as im:
-            return np.asarray(im.convert("RGB"), dtype=np.uint8)
+            return np.array(im.convert("RGB"), dtype=np.uint8)  # a writable copy
     except IMAGE_ERRORS as err:
         raise DataError(f"Cannot read the image {path} ({err}). Replace or remove the file.") from None
 
