@@ -219,10 +219,21 @@ def test_data_module_batches_context_artifacts_and_resume(squares, tmp_path: Pat
     assert ctx.encoder["input_shape"] == (3, H, W) and ctx.decoder == {"output_shape": (3, H, W), "num_classes": 2}
     dm.save_artifacts(tmp_path)
     assert json.loads((tmp_path / "classes.json").read_text()) == {"classes": CLASSES, "ignore_index": 255}
-    full = [b[1] for b in dm.train_dataloader()]  # epoch 0 (the sampler is new)
-    dm.resume_at(0, 2)
-    rest = [b[1] for b in dm.train_dataloader()]
+
+    def epoch(n: int, skip: int = 0) -> list[torch.Tensor]:
+        """Epoch n's augmented batches, from a fresh loader, after ``skip`` batches (a resumed run)."""
+        if skip:
+            dm.resume_at(n, skip)
+            loader = dm.train_dataloader()
+        else:
+            loader = dm.train_dataloader()
+            dm.sampler.set_epoch(n)  # what Lightning does at each epoch start
+        return [torch.cat([x.flatten(), y.flatten().float()]) for x, y in loader]
+
+    full = epoch(1)
+    rest = epoch(1, skip=2)
     assert len(rest) == len(full) - 2 and all(torch.equal(a, b) for a, b in zip(full[2:], rest))
+    assert not torch.equal(epoch(0)[0], full[0])  # another epoch, another order and augmentation
 
 
 def _bad_dir(tmp_path: Path, n: int = 3) -> tuple[Path, Path]:
