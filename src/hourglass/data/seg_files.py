@@ -119,11 +119,11 @@ def check_sizes(images: list[np.ndarray], masks: list[np.ndarray], pairs: list[t
             raise DataError(f"The mask {mp} is {mask.shape[0]}x{mask.shape[1]} (HxW) but its image {ip} is "
                             f"{img.shape[0]}x{img.shape[1]}. A mask must be the size of its image; fix the file.")
     first = images[0].shape[:2]
-    odd = [ip for img, (ip, _) in zip(images, pairs) if img.shape[:2] != first]
+    odd = [(ip, img.shape[:2]) for img, (ip, _) in zip(images, pairs) if img.shape[:2] != first]
     if odd:
-        h, w = images[[i for i, img in enumerate(images) if img.shape[:2] != first][0]].shape[:2]
+        (path, (h, w)), odd = odd[0], [p for p, _ in odd]
         raise DataError(
-            f"The images have different sizes: {pairs[0][0]} is {first[0]}x{first[1]} (HxW) but {odd[0]} is {h}x{w} "
+            f"The images have different sizes: {pairs[0][0]} is {first[0]}x{first[1]} (HxW) but {path} is {h}x{w} "
             f"({len(odd)} image(s) differ from the first: {_names(odd)}). A model is built for one size: set "
             f"data.resize: [H, W] (e.g. [{first[0]}, {first[1]}]) to resize them all, or resize the files."
         )
