@@ -48,9 +48,14 @@ def build_task(config: Config, data, *, load_pretrained: bool = True):
     return build(TASKS, config.task.name, config.task.options(), context, "task")
 
 
+def _ddp_child() -> bool:
+    """True in a process that Lightning's DDP launcher started (it sets LOCAL_RANK/NODE_RANK for them)."""
+    return os.environ.get("LOCAL_RANK", "0") != "0" or os.environ.get("NODE_RANK", "0") != "0"
+
+
 def new_run_dir(config: Config, out: str | None) -> Path:
-    if os.environ.get(RUN_DIR_ENV):
-        return Path(os.environ[RUN_DIR_ENV])
+    if _ddp_child() and os.environ.get(RUN_DIR_ENV):
+        return Path(os.environ[RUN_DIR_ENV])  # the directory rank 0 chose
     if out:
         return Path(out)
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
@@ -122,7 +127,6 @@ def train(config: Config, *, out: str | None = None, resume: Path | None = None)
     data.setup("fit")
     task = build_task(config, data)
     run_dir = Path(resume) if resume else new_run_dir(config, out)
-    os.environ[RUN_DIR_ENV] = str(run_dir)
     ckpt = resume_checkpoint(run_dir, task, data) if resume else None
     run_dir.mkdir(parents=True, exist_ok=True)
     save_config(config, run_dir / "config.yaml")
@@ -133,10 +137,13 @@ def train(config: Config, *, out: str | None = None, resume: Path | None = None)
         from hourglass.features import cached_data
 
         fit_data = cached_data(config, task, data, run_dir)
-    trainer.fit(task, datamodule=fit_data, ckpt_path=str(ckpt) if ckpt else None)
+    os.environ[RUN_DIR_ENV] = str(run_dir)  # inherited by the DDP processes that fit launches
+    try:
+        trainer.fit(task, datamodule=fit_data, ckpt_path=str(ckpt) if ckpt else None)
+    finally:
+        os.environ.pop(RUN_DIR_ENV, None)
     if trainer.is_global_zero:
         finish(config, task, data, trainer, run_dir, time.time() - start)
-    os.environ.pop(RUN_DIR_ENV, None)
     return run_dir
 
 
