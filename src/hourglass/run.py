@@ -44,15 +44,23 @@ class Run:
         file = self.path / "metrics.json"
         return json.loads(file.read_text()) if file.is_file() else {}
 
-    def evaluate(self, data_path: str | None = None) -> dict[str, float]:
-        data = self.data if data_path is None else self.with_val_data(data_path)
+    def evaluate(self, data_path: str | None = None, ref_path: str | None = None) -> dict[str, float]:
+        """Metrics on the validation split, or on ``data_path`` (with its references in ``ref_path`` for data
+        whose inputs and targets are separate files, such as parallel text: the data option ``val_ref``)."""
+        if ref_path is not None and data_path is None:
+            raise DataError("--ref gives the references of --data; give the inputs with --data as well.")
+        data = self.data if data_path is None else self.with_val_data(data_path, ref_path)
         return self.task.evaluate(data)
 
-    def with_val_data(self, data_path: str):
-        """A copy of the run's data module whose validation split is the data at ``data_path``."""
+    def with_val_data(self, data_path: str, ref_path: str | None = None):
+        """A copy of the run's data module whose validation split is the data at ``data_path`` (and ``ref_path``)."""
         from hourglass.train import build_data
 
         opts = dict(self.config.data.options(), val_path=str(data_path))
+        if ref_path is not None:
+            opts["val_ref"] = str(ref_path)
+        else:  # the run's own validation references do not belong to other inputs
+            opts.pop("val_ref", None)
         data = build_data(self.config.model_copy(update={"data": self.config.data.model_copy(update=opts)}))
         data.load_artifacts(self.path)
         data.setup("fit")

@@ -24,6 +24,7 @@ def register(sub) -> None:
     p = sub.add_parser("evaluate", help="metrics of a trained run on its validation split or other data")
     p.add_argument("run")
     p.add_argument("--data", help="evaluate on this data instead of the validation split")
+    p.add_argument("--ref", help="the references (targets) of --data, when they are a separate file (parallel text)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_evaluate)
 
@@ -76,7 +77,7 @@ def _print_metrics(metrics: dict, as_json: bool) -> None:
 def cmd_evaluate(args) -> int:
     from hourglass.run import Run
 
-    _print_metrics(Run.load(args.run).evaluate(args.data), args.json)
+    _print_metrics(Run.load(args.run).evaluate(args.data, args.ref), args.json)
     return 0
 
 

@@ -29,9 +29,9 @@ def register(sub) -> None:
     p.add_argument("--batch", type=int, default=64, help="most lines translated together (default 64)")
     p.set_defaults(func=cmd_translate)
 
-    p = sub.add_parser("attention", help="draw the attention map of one translation as a PNG")
+    p = sub.add_parser("attention", help="draw the attention map of one translation (or image caption) as a PNG")
     p.add_argument("run")
-    p.add_argument("sentence")
+    p.add_argument("sentence", help="the sentence to translate, or an image file for a captioning run")
     p.add_argument("--output", required=True, metavar="FILE.png")
     p.add_argument("--beam", type=int, help="beam size (default: the run's task.beam)")
     p.set_defaults(func=cmd_attention)
@@ -133,6 +133,11 @@ def cmd_translate(args) -> int:
 def cmd_attention(args) -> int:
     run = load_seq2seq(args.run)
     task, data = run.task, run.data
+    if data.context().modality == "image":  # a captioning run: the attention is drawn over the image
+        from hourglass.cli.captions import image_attention
+
+        image_attention(run, args.sentence, Path(args.output), beam=args.beam)
+        return 0
     sentence = args.sentence.strip()
     if not sentence:
         raise HourglassError("The sentence is empty: give the text to translate in quotes.")

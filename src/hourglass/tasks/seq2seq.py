@@ -32,6 +32,8 @@ this task provides:
   dataloader would make it. Text truncates a source longer than ``data.max_length`` with a warning.
 - ``item_labels(item) -> list[str] | None``: :meth:`source_labels` for a new raw input (as ``encode_sources``
   encodes it).
+- optional, for sources that are not sequences: ``draw_attention(index, words, weights (T + 1, S), path,
+  stage="val", image=None) -> Path`` draws a hypothesis' attention on the source (an image; Xu et al. 2015).
 
 :class:`~hourglass.data.parallel.ParallelDataModule` is the text implementation.
 """
@@ -272,9 +274,15 @@ class Seq2SeqTask(Task):
         batch = next(iter(data.val_dataloader()))
         index, source = batch["index"][: self.n_attention], batch["source"][: self.n_attention]
         labels = [data.source_labels(int(i), "val") for i in index]
-        if any(lab is None for lab in labels):
-            return []  # not a sequence (an image): a captioning task draws attention on the image instead
+        draw = getattr(data, "draw_attention", None)  # images: on the image (Xu et al. 2015; data/captions.py)
+        if any(lab is None for lab in labels) and draw is None:
+            return []  # not a sequence, and the data cannot draw its source
         hyps = self.generate(source, data.target_tokenizer)
+        if any(lab is None for lab in labels):
+            tok = data.target_tokenizer
+            return [draw(i, [tok.decode([t]) or "?" for t in hyps.tokens[k][0]], hyps.attention[k].float().numpy(),
+                         out_dir / f"attention_{i}.png") for k, i in enumerate(index.tolist())
+                    if hyps.attention[k] is not None]
         paths = []
         for k, (i, lab) in enumerate(zip(index.tolist(), labels)):
             path = self.attention_figure(hyps, k, lab, data.target_tokenizer, out_dir / f"attention_{i}.png")

@@ -1,0 +1,119 @@
+"""`hourglass translate`, `evaluate --data --ref` and `attention` on a trained reverse-or-copy run."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+from hourglass.cli import main
+from test_seq2seq import reverse_or_copy, trained_run
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory) -> Path:
+    return trained_run(tmp_path_factory, "rnn")  # shared with test_seq2seq in one session
+
+
+def translate(run_dir: Path, stdin: str, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "hourglass.cli", "translate", str(run_dir), *args], input=stdin,
+                          capture_output=True, text=True, timeout=timeout, env={**os.environ, "PYTHONIOENCODING": "utf-8"})
+
+
+def test_translate_stdin_keeps_order_and_empty_lines_and_truncates_long_ones(run_dir):
+    long = "R " + " ".join("abcdef" * 5)  # 31 pieces, beyond data.max_length=12: truncated with a warning
+    done = translate(run_dir, f"R a b c\n\nC f e\n{long}\nR d e\n", "--beam", "3")
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.split("\n")
+    assert lines[:3] == ["c b a", "", "f e"] and lines[4] == "e d" and len(lines) == 6
+    assert "truncated" in done.stderr
+
+
+def test_translate_empty_stdin_is_empty_output(run_dir):
+    done = translate(run_dir, "")
+    assert done.returncode == 0 and done.stdout == ""
+
+
+def test_translate_input_file_and_nbest(run_dir, tmp_path):
+    (tmp_path / "in.txt").write_text("C a b\nR a b\n", encoding="utf-8")
+    done = translate(run_dir, "", "--input", str(tmp_path / "in.txt"), "--nbest", "2", "--beam", "4")
+    assert done.returncode == 0, done.stderr
+    rows = [line.split("\t") for line in done.stdout.splitlines()]
+    assert [(r[0], r[1]) for r in rows] == [("1", "1"), ("1", "2"), ("2", "1"), ("2", "2")]
+    assert rows[0][3] == "a b" and rows[2][3] == "b a" and float(rows[0][2]) >= float(rows[1][2])
+
+
+def test_translate_streams_before_stdin_closes(run_dir):
+    """The first translation arrives while stdin is still open: the reader does not wait for the end."""
+    proc = subprocess.Popen([sys.executable, "-m", "hourglass.cli", "translate", str(run_dir)], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=1)
+    try:
+        proc.stdin.write("R a b c\n")
+        proc.stdin.flush()
+        first = []
+        reader = threading.Thread(target=lambda: first.append(proc.stdout.readline()), daemon=True)
+        reader.start()
+        reader.join(timeout=120)
+        assert first == ["c b a\n"], proc.stderr.read() if proc.poll() is not None else "no output yet"
+        assert proc.poll() is None  # still running: stdin is open
+        proc.stdin.write("C d e\n")
+        proc.stdin.close()
+        assert proc.stdout.read() == "d e\n"
+        assert proc.wait(timeout=60) == 0
+    finally:
+        proc.kill()
+
+
+def test_chunks_are_lazy():
+    """available_batches never reads far ahead of what it has translated (a large input is not loaded)."""
+    from hourglass.cli.text import available_batches
+
+    pulled = []
+
+    def lines():
+        for i in range(10_000):
+            pulled.append(i)
+            yield f"line {i}"
+
+    batches = available_batches(lines(), 4)
+    first = next(batches)
+    assert 1 <= len(first) <= 4 and first[0] == "line 0"
+    assert len(pulled) <= 4 * 4  # the batch, the bounded queue (2 batches) and one line in flight
+
+
+def test_evaluate_with_data_and_ref(run_dir, tmp_path, capsys):
+    pairs = reverse_or_copy(60, seed=99)
+    (tmp_path / "test.src").write_text("".join(f"{s}\n" for s, _ in pairs), encoding="utf-8")
+    (tmp_path / "test.ref").write_text("".join(f"{t}\n" for _, t in pairs), encoding="utf-8")
+    assert main(["evaluate", str(run_dir), "--data", str(tmp_path / "test.src"), "--ref", str(tmp_path / "test.ref"),
+                 "--json"]) == 0
+    metrics = json.loads(capsys.readouterr().out)
+    assert metrics["sentences"] == 60 and metrics["bleu"] > 90 and metrics["chrf"] > 90
+    assert metrics["bleu_signature"].startswith("nrefs:1|case:mixed|eff:no|tok:13a")
+    assert main(["evaluate", str(run_dir), "--json"]) == 0  # the validation split
+    assert json.loads(capsys.readouterr().out)["exact_match"] >= 0.99
+
+
+def test_attention_map(run_dir, tmp_path, capsys):
+    out = tmp_path / "att.png"
+    assert main(["attention", str(run_dir), "R a b c", "--output", str(out)]) == 0
+    assert out.read_bytes()[:4] == b"\x89PNG" and capsys.readouterr().out.strip() == "c b a"
+
+
+def test_translate_refuses_a_run_that_is_not_seq2seq(tmp_path, tiny_config, capsys):
+    from hourglass.config import save_config
+    from hourglass.train import build_data, build_task
+    from hourglass.weights import save_weights
+
+    config = tiny_config()
+    data = build_data(config)
+    data.setup("fit")
+    task = build_task(config, data)
+    save_config(config, tmp_path / "config.yaml")
+    save_weights(task.model, tmp_path / "model.safetensors", {"config": config.to_dict()})
+    assert main(["translate", str(tmp_path)]) == 2
+    assert "not a sequence-to-sequence" in capsys.readouterr().err
