@@ -9,7 +9,7 @@ import warnings
 
 from hourglass.errors import HourglassError
 
-COMMAND_MODULES = ("core", "images", "vision", "text")
+COMMAND_MODULES = ("core", "images", "vision", "text", "captions")
 
 
 def _quiet() -> None:

@@ -4,7 +4,10 @@ Stages: a stride-1 stem, then one stride-2 stage per extra entry of ``channels``
 multiple of ``2**depth`` (see :mod:`hourglass.nn.padding`), so odd sizes work. The Code holds:
 
 - ``features``: every stage's map, highest resolution first (strides 1, 2, 4, ...) for U-Net skips;
-- ``memory``: the last map as a sequence of grid cells (B, h*w, C), for attention (Xu et al. 2015);
+- ``memory``: the last map as a sequence of grid cells (B, h*w, C), for attention (Xu et al. 2015). With
+  ``positions``, a learned embedding of each cell is added, so that attention can find a cell by its place and
+  not only by its content (convolutions are translation-equivariant: without it, the cells of a strip of
+  digits do not say which one is leftmost, and a captioner writes the right digits in a shuffled order);
 - ``vector``: the last map flattened (B, C*h*w), for a bottleneck.
 """
 from __future__ import annotations
@@ -35,6 +38,7 @@ class ConvEncoder(Encoder):
         blocks: int = 1,
         norm: Literal["batch", "group", "none"] = "batch",
         act: Literal["relu", "gelu", "silu", "leaky_relu"] = "relu",
+        positions: bool = False,
     ) -> None:
         super().__init__()
         c_in, height, width = input_shape
@@ -48,6 +52,8 @@ class ConvEncoder(Encoder):
             prev = c
         grid = (padded(height, self.multiple) // self.multiple, padded(width, self.multiple) // self.multiple)
         self.grid = grid
+        # (1, h*w, C) learned cell embeddings, initialized small as in ViT (Dosovitskiy et al. 2021)
+        self.positions = nn.Parameter(0.02 * torch.randn(1, grid[0] * grid[1], prev)) if positions else None
         self.spec = CodeSpec(
             vector=prev * grid[0] * grid[1],
             memory=prev,
@@ -61,5 +67,7 @@ class ConvEncoder(Encoder):
             h = stage(h)
             features.append(h)  # (B, C_i, H'/2^i, W'/2^i)
         memory = h.flatten(2).transpose(1, 2)  # (B, h*w, C)
+        if self.positions is not None:
+            memory = memory + self.positions
         mask = torch.ones(memory.shape[:2], dtype=torch.bool, device=memory.device)
         return Code(vector=h.flatten(1), memory=memory, memory_mask=mask, features=tuple(features))
