@@ -149,7 +149,7 @@ def config_error(err: ValidationError, source: str) -> ConfigError:
         elif e["type"] == "missing":
             lines.append(f'the key "{key}" is required but missing. Add it to the config.')
         else:
-            lines.append(f'"{key}" has a wrong value ({e["input"]!r}): {e["msg"]}. Fix its type or value.')
+            lines.append(f'"{key}" has a wrong value {e["input"]!r}: {e["msg"]}. Fix its type or value.')
     return ConfigError(f"Config {source}: " + " Also, ".join(lines))
 
 
