@@ -286,9 +286,11 @@ def attention_on_image(
         raise ValueError(f"weights must be (T={len(words)}, h, w), got {weights.shape}")
     height, width = image.shape[-2:]
     n = len(words)
-    cols = min(n, 5) or 1
+    aspect = width / height
+    cols = max(1, min(n, 5, round(5 / aspect)))  # wide images (a strip of digits) stack one word per row
     n_rows = max(1, math.ceil(n / cols))
-    fig, axes = plt.subplots(n_rows, cols, figsize=(2 * cols, 2.2 * n_rows), squeeze=False)
+    panel = 2 * min(max(aspect, 1.0), 3.0)  # inches per panel, wider for wide images
+    fig, axes = plt.subplots(n_rows, cols, figsize=(panel * cols, (panel / aspect + 0.4) * n_rows), squeeze=False)
     for i, ax in enumerate(axes.flat):
         if i >= n:
             ax.axis("off")
