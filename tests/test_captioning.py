@@ -173,12 +173,26 @@ def test_beam_1_equals_greedy_on_a_conv_and_gru_attention_model() -> None:
     assert grid_of(code.memory.shape[1], 28, 56) == encoder.grid
 
 
+def test_conv_positions_let_attention_tell_cells_apart() -> None:
+    """On a blank image every interior grid cell has the same features: only positions make them differ."""
+    load_components()
+    blank = torch.zeros(1, 1, 32, 64)
+    for positions in (False, True):
+        torch.manual_seed(0)
+        encoder = ENCODERS.get("conv")(input_shape=(1, 32, 64), channels=[4, 8, 8, 8], positions=positions).eval()
+        with torch.no_grad():
+            code = encoder(blank)
+        inner = code.memory.view(4, 8, -1)[1:-1, 1:-1].reshape(-1, 8)  # (cells away from the padded borders, C)
+        assert len(torch.unique(inner.round(decimals=5), dim=0)) == (len(inner) if positions else 1)
+        assert code.vector.shape == (1, 8 * 4 * 8)  # the pooled code and the feature maps are unchanged
+
+
 # ---------------------------------------------------------------- a tiny model, trained end to end
 
 # About 300 steps of a small CNN (4 stages: a coarse grid, which attention aligns with quickly) and a small GRU.
 TINY = ["train.progress=false", "data.train_size=2400", "data.val_size=100", "data.max_digits=2",
-        "data.batch_size=32", "model.encoder.channels=[8,16,32,32]", "model.decoder.embed=16", "model.decoder.hidden=48",
-        "train.max_epochs=4", "train.lr=0.003", "train.warmup_steps=0", "task.beam=2", "task.label_smoothing=0.0"]
+        "data.batch_size=32", "model.encoder.channels=[8,16,32,32]", "model.decoder.embed=16",
+        "model.decoder.hidden=48", "train.max_epochs=4", "train.lr=0.003", "train.warmup_steps=0", "task.beam=2", "task.label_smoothing=0.0"]
 
 
 @pytest.fixture(scope="module")

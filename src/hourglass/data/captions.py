@@ -14,7 +14,16 @@ captions file, a TSV line without a tab, captions naming images that are not in 
 images that cannot be read (all listed).
 
 Training sees one example per (image, caption) pair; evaluation decodes each image once and scores it against
-all of its captions (BLEU takes multiple references, Papineni et al. 2002).
+all of its captions (BLEU takes multiple references, Papineni et al. 2002). In a config::
+
+    data:
+      name: captions
+      images: photos/              # the names in the captions file are relative to this folder
+      captions: captions.tsv       # or captions.json
+      val_ref: val-captions.tsv    # optional; images in val_path (default: the same folder). Without it,
+      val_fraction: 0.1            #   this share of the images (never of the captions) is held out
+      resize: [224, 224]           # (H, W); required when the images differ in size
+      vocab: 1000                  # SentencePiece pieces, trained on the training captions only
 """
 from __future__ import annotations
 
