@@ -78,7 +78,7 @@ def render_strips(digits: np.ndarray, labels: np.ndarray, pool: np.ndarray, *, c
     used = np.arange(max_digits) < lengths[:, None]  # (N, max): cells that hold a digit
     cells = digits[chosen]  # (N, max, 28, 28)
     cells[~used] = 0.0  # empty cells black (in place: 20,000 strips are 300 MB)
-    images = cells.transpose(0, 2, 1, 3).reshape(count, 1, CELL, max_digits * CELL).astype(np.float32)
+    images = cells.transpose(0, 2, 1, 3).reshape(count, 1, CELL, max_digits * CELL).astype(np.float32, copy=False)
     drawn = [tuple(int(d) for d in row[:k]) for row, k in zip(chosen.tolist(), lengths.tolist())]
     return Strips(images, [caption_of(labels[list(d)]) for d in drawn], drawn)
 
