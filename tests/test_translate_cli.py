@@ -1,8 +1,8 @@
 """`hourglass translate`, `evaluate --data --ref` and `attention` on a trained reverse-or-copy run."""
 from __future__ import annotations
 
+import io
 import json
-import os
 import subprocess
 import sys
 import threading
@@ -19,31 +19,32 @@ def run_dir(tmp_path_factory) -> Path:
     return trained_run(tmp_path_factory, "rnn")  # shared with test_seq2seq in one session
 
 
-def translate(run_dir: Path, stdin: str, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "hourglass.cli", "translate", str(run_dir), *args], input=stdin,
-                          capture_output=True, text=True, timeout=timeout, env={**os.environ, "PYTHONIOENCODING": "utf-8"})
+def translate(monkeypatch, capsys, run_dir: Path, stdin: str, *args: str) -> tuple[int, str]:
+    """``hourglass translate`` in this process (a subprocess costs seconds of imports): (status, stdout)."""
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(stdin.encode("utf-8")), encoding="utf-8"))
+    capsys.readouterr()
+    status = main(["translate", str(run_dir), *args])
+    return status, capsys.readouterr().out
 
 
-def test_translate_stdin_keeps_order_and_empty_lines_and_truncates_long_ones(run_dir):
+def test_translate_stdin_keeps_order_and_empty_lines_and_truncates_long_ones(run_dir, monkeypatch, capsys):
     long = "R " + " ".join("abcdef" * 5)  # 31 pieces, beyond data.max_length=12: truncated with a warning
-    done = translate(run_dir, f"R a b c\n\nC f e\n{long}\nR d e\n", "--beam", "3")
-    assert done.returncode == 0, done.stderr
-    lines = done.stdout.split("\n")
-    assert lines[:3] == ["c b a", "", "f e"] and lines[4] == "e d" and len(lines) == 6
-    assert "truncated" in done.stderr
+    with pytest.warns(UserWarning, match="truncated"):
+        status, out = translate(monkeypatch, capsys, run_dir, f"R a b c\n\nC f e\n{long}\nR d e\n", "--beam", "3")
+    lines = out.split("\n")
+    assert status == 0 and lines[:3] == ["c b a", "", "f e"] and lines[4] == "e d" and len(lines) == 6
 
 
-def test_translate_empty_stdin_is_empty_output(run_dir):
-    done = translate(run_dir, "")
-    assert done.returncode == 0 and done.stdout == ""
+def test_translate_empty_stdin_is_empty_output(run_dir, monkeypatch, capsys):
+    assert translate(monkeypatch, capsys, run_dir, "") == (0, "")
 
 
-def test_translate_input_file_and_nbest(run_dir, tmp_path):
+def test_translate_input_file_and_nbest(run_dir, tmp_path, monkeypatch, capsys):
     (tmp_path / "in.txt").write_text("C a b\nR a b\n", encoding="utf-8")
-    done = translate(run_dir, "", "--input", str(tmp_path / "in.txt"), "--nbest", "2", "--beam", "4")
-    assert done.returncode == 0, done.stderr
-    rows = [line.split("\t") for line in done.stdout.splitlines()]
-    assert [(r[0], r[1]) for r in rows] == [("1", "1"), ("1", "2"), ("2", "1"), ("2", "2")]
+    status, out = translate(monkeypatch, capsys, run_dir, "", "--input", str(tmp_path / "in.txt"), "--nbest", "2",
+                            "--beam", "4")
+    rows = [line.split("\t") for line in out.splitlines()]
+    assert status == 0 and [(r[0], r[1]) for r in rows] == [("1", "1"), ("1", "2"), ("2", "1"), ("2", "2")]
     assert rows[0][3] == "a b" and rows[2][3] == "b a" and float(rows[0][2]) >= float(rows[1][2])
 
 

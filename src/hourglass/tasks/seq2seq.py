@@ -53,6 +53,7 @@ from hourglass.code import Code
 from hourglass.config import TrainConfig
 from hourglass.data.tokenizer import PAD_ID, Tokenizer
 from hourglass.decoders.base import SequenceDecoder
+from hourglass.errors import ConfigError
 from hourglass.model import EncoderDecoder
 from hourglass.search import Hypotheses, beam_search, greedy
 from hourglass.tasks.base import Task
@@ -120,7 +121,12 @@ class Seq2SeqTask(Task):
     ) -> None:
         super().__init__(model=model, train=train, seed=seed)
         if not 0.0 < teacher_forcing <= 1.0:
-            raise ValueError(f"task.teacher_forcing must be in (0, 1], got {teacher_forcing}")
+            raise ConfigError(f"task.teacher_forcing is the share of gold previous tokens fed in training: it must be "
+                              f"in (0, 1], got {teacher_forcing}. 1 is plain teacher forcing; 0.75 is typical with "
+                              "scheduled sampling.")
+        if beam < 1 or val_beam < 0:
+            raise ConfigError(f"task.beam must be >= 1 and task.val_beam >= 0 (0: no BLEU while training); got "
+                              f"{beam} and {val_beam}.")
         self.label_smoothing, self.teacher_forcing = label_smoothing, teacher_forcing
         self.beam, self.length_penalty, self.val_beam = beam, length_penalty, val_beam
         self.max_len, self.max_len_ratio, self.max_len_offset = max_len, max_len_ratio, max_len_offset
