@@ -31,7 +31,7 @@ from typing import Any, Literal, Optional, Sequence
 import numpy as np
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from hourglass._registry import register_dataset
 from hourglass.data.base import DataModule
@@ -68,6 +68,30 @@ def _truncate(seqs: list[list[int]], limit: int, what: str) -> list[list[int]]:
         warnings.warn(f"{long} {what} longer than data.max_length={limit} pieces were truncated to it. Raise "
                       "data.max_length (and the model's max_len) to keep them whole.", UserWarning, stacklevel=3)
     return [s[:limit] for s in seqs]
+
+
+class _WholeEpochs(Sampler[list[int]]):
+    """A TokenBatchSampler whose length is always a whole epoch's batch count.
+
+    Lightning reads ``len()`` once, when training starts, as the length of every epoch; when a run resumes in the
+    middle of an epoch it also restores how many batches that epoch had done. A length without the skipped
+    batches would make every later epoch that much shorter.
+    """
+
+    def __init__(self, sampler: TokenBatchSampler) -> None:
+        self.sampler = sampler
+        skip, sampler.skip_batches = sampler.skip_batches, 0
+        self.length = len(sampler)
+        sampler.skip_batches = skip
+
+    def set_epoch(self, epoch: int) -> None:
+        self.sampler.set_epoch(epoch)
+
+    def __iter__(self):
+        return iter(self.sampler)
+
+    def __len__(self) -> int:
+        return self.length
 
 
 @register_dataset("parallel")
@@ -222,7 +246,8 @@ class ParallelDataModule(DataModule):
         if self._resume is not None:
             sampler.epoch, sampler.skip_batches = self._resume  # set_epoch(same epoch) keeps the skip
             self._resume = None
-        return DataLoader(train, batch_sampler=sampler, collate_fn=self._collate, num_workers=self.num_workers)
+        batches = _WholeEpochs(sampler)
+        return DataLoader(train, batch_sampler=batches, collate_fn=self._collate, num_workers=self.num_workers)
 
     def val_dataloader(self) -> DataLoader:
         val = self.encoded("val")
