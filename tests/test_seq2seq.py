@@ -19,19 +19,20 @@ from hourglass.tasks.seq2seq import corpus_scores
 
 LETTERS = "abcdef"
 
-# Each family: its model, and a schedule that reaches >= 99% exact match in a few hundred steps.
+# Each family: its model, and a schedule that reaches >= 99% exact match in a few hundred steps, with margin:
+# the runs reach 1.0 here, and a CPU with other float rounding (CI) must still clear 0.99.
 FAMILIES = {
     "rnn": dict(
         encoder={"name": "gru", "embed": 32, "hidden": 64},
         decoder={"name": "gru-attention", "embed": 32, "hidden": 64, "input_feeding": False},
-        pairs=3000, max_tokens=1024, epochs=12, lr=0.01, files="two",
+        pairs=3000, max_tokens=1024, epochs=16, lr=0.01, files="two",
     ),
     "transformer": dict(
         encoder={"name": "transformer", "d_model": 64, "heads": 4, "layers": 1, "ff": 128, "dropout": 0.0,
                  "max_len": 16},
         decoder={"name": "transformer", "d_model": 64, "heads": 4, "layers": 1, "ff": 128, "dropout": 0.0,
                  "max_len": 16},
-        pairs=2000, max_tokens=384, epochs=18, lr=0.005, files="tsv",
+        pairs=2000, max_tokens=384, epochs=30, lr=0.005, files="tsv",
     ),
 }
 
