@@ -116,6 +116,25 @@ def test_a_padded_batch_gives_each_sentence_its_own_result(enc: str, dec: str) -
         assert greedy(decoder, code, bos=BOS, eos=EOS, max_len=8).tokens[0] == greedy_batched.tokens[i]
 
 
+@pytest.mark.parametrize("enc,dec", [("gru", "gru-attention"), ("transformer", "transformer")])
+@torch.no_grad()
+def test_sentences_that_finish_early_leave_the_batch_without_changing_any_result(enc: str, dec: str) -> None:
+    """Per-sentence limits make sentences finish at different steps; each one that is done leaves the batch
+    (its rows are dropped from the decoder state), and every sentence still gets its own search's result."""
+    encoder, decoder = _model(enc, dec)
+    src = _sources()
+    limits = torch.tensor([1, 9, 3, 6])
+    batched = beam_search(decoder, encoder(src), beam=3, nbest=2, bos=BOS, eos=EOS, max_len=limits)
+    for i in range(src.shape[0]):
+        alone = beam_search(decoder, encoder(_unpadded(src, i)), beam=3, nbest=2, bos=BOS, eos=EOS,
+                            max_len=int(limits[i]))
+        assert alone.tokens[0] == batched.tokens[i]
+        assert alone.scores[0] == pytest.approx(batched.scores[i], abs=1e-9)
+        assert all(len(t) <= limits[i] for t in batched.tokens[i])
+        if alone.attention[0] is not None:
+            assert torch.allclose(alone.attention[0], batched.attention[i], atol=1e-9)
+
+
 @torch.no_grad()
 def test_nbest_is_sorted_distinct_and_scores_are_model_log_probabilities(trained) -> None:
     encoder, decoder = trained

@@ -165,19 +165,21 @@ def ban_repeats(logp: Tensor, history: Tensor, n: int) -> Tensor:
 _Finished = list[list[tuple[float, list[int], Tensor | None]]]
 
 
-def _finalize(finished: _Finished, done: Tensor, top: Tensor, origin: Tensor, token: Tensor,
+def _finalize(finished: _Finished, active: list[int], top: Tensor, origin: Tensor, token: Tensor,
               history: Tensor, attention: Tensor | None, *, eos: int, beam: int, alpha: float) -> None:
     """Move eos candidates ranked within the top ``beam`` (as fairseq does) to ``finished``.
 
-    top, origin (flat row), token: (B, 2K) candidates, best first; history (B*K, t); attention (B*K, t+1, S).
+    top, origin (flat row), token: (B', 2K) candidates of the B' sentences still searched, best first;
+    ``active[b']`` is the sentence's index in the batch; history (B'*K, t); attention (B'*K, t+1, S).
     """
-    hits = (token[:, :beam] == eos) & top[:, :beam].isfinite() & ~done.unsqueeze(1)  # (B, K)
-    for b, j in hits.nonzero().tolist():
+    hits = (token[:, :beam] == eos) & top[:, :beam].isfinite()  # (B', K)
+    for i, j in hits.nonzero().tolist():
+        b = active[i]
         if len(finished[b]) >= beam:
             continue
-        row = int(origin[b, j])
+        row = int(origin[i, j])
         tokens = history[row].tolist()
-        score = float(top[b, j]) / gnmt_penalty(len(tokens) + 1, alpha)
+        score = float(top[i, j]) / gnmt_penalty(len(tokens) + 1, alpha)
         finished[b].append((score, tokens, None if attention is None else attention[row]))
 
 
@@ -202,33 +204,39 @@ def beam_search(decoder: SequenceDecoder, code: Code, *, beam: int, bos: int, eo
         raise ValueError(f"nbest must be between 1 and beam={beam}, got {nbest}")
     batch, k, device, alpha = code.batch_size, beam, _device(decoder), length_penalty
     limit = _limits(max_len, batch, device)
-    row_limit = limit.repeat_interleave(k)  # (B*K,)
     rows = torch.arange(batch, device=device)
     state = decoder.reorder_state(decoder.init_state(code), rows.repeat_interleave(k))  # B*K rows
     tokens = torch.full((batch * k,), bos, dtype=torch.long, device=device)
-    history = tokens.new_zeros(batch * k, 0)  # (B*K, t)
-    attention, scores = None, None  # (B*K, t, S), (B*K,)
+    history = tokens.new_zeros(batch * k, 0)  # (B'*K, t)
+    attention, scores = None, None  # (B'*K, t, S), (B'*K,)
     finished: _Finished = [[] for _ in range(batch)]
     done = torch.zeros(batch, dtype=torch.bool, device=device)
+    # The sentences still searched (B' of them, K rows each, in order). A finished sentence leaves the batch,
+    # as in fairseq, so the decoder's work follows the sentences that remain, not the longest one.
+    active = rows
     for t in range(int(limit.max()) + 1):
         logits, state, weights = decoder.step(tokens, state)
-        logp = torch.log_softmax(logits, -1)  # (B*K, V)
+        logp = torch.log_softmax(logits, -1)  # (B'*K, V)
         if scores is None:  # only the first beam is alive at the start, or all K would expand the same way
             scores = logp.new_full((batch, k), float("-inf")).index_fill_(1, rows.new_zeros(1), 0.0).view(-1)
+        row_limit = limit[active].repeat_interleave(k)  # (B'*K,)
         logp = ban_repeats(_force_eos(logp, t, row_limit, eos), history, no_repeat_ngram)
         if weights is not None:
-            step_weights = weights.unsqueeze(1)  # (B*K, 1, S)
+            step_weights = weights.unsqueeze(1)  # (B'*K, 1, S)
             attention = step_weights if attention is None else torch.cat([attention, step_weights], 1)
-        vocab = logp.shape[1]
-        top, idx = (scores.unsqueeze(1) + logp).view(batch, k * vocab).topk(min(2 * k, k * vocab), dim=1)
-        origin, token = idx // vocab + rows.unsqueeze(1) * k, idx % vocab  # (B, 2K) flat rows and tokens
-        _finalize(finished, done, top, origin, token, history, attention, eos=eos, beam=k, alpha=alpha)
+        vocab, here = logp.shape[1], torch.arange(active.numel(), device=device)
+        top, idx = (scores.unsqueeze(1) + logp).view(-1, k * vocab).topk(min(2 * k, k * vocab), dim=1)
+        origin, token = idx // vocab + here.unsqueeze(1) * k, idx % vocab  # (B', 2K) flat rows and tokens
+        _finalize(finished, active.tolist(), top, origin, token, history, attention, eos=eos, beam=k, alpha=alpha)
         done = done | (limit <= t) | torch.tensor([len(f) >= k for f in finished], device=device)
         if bool(done.all()):
             break
+        keep = ~done[active]  # (B',)
+        if not bool(keep.all()):  # drop the sentences that are done: their rows leave ``select`` below
+            top, origin, token, active = top[keep], origin[keep], token[keep], active[keep]
         scores, select, tokens = _next_beams(top, origin, token, eos=eos, beam=k)
         state = decoder.reorder_state(state, select)
-        history = torch.cat([history[select], tokens.unsqueeze(1)], 1)  # (B*K, t+1)
+        history = torch.cat([history[select], tokens.unsqueeze(1)], 1)  # (B'*K, t+1)
         attention = None if attention is None else attention[select]
     return _collect(finished, nbest, _trimmer(code))
 
