@@ -201,7 +201,7 @@ def exact_match(encoder: nn.Module, decoder: SequenceDecoder, task: str, n: int 
 RNN = {"embed": 32, "hidden": 64}
 TRANSFORMER = {"d_model": 32, "heads": 2, "layers": 1, "ff": 64, "dropout": 0.0}
 TOY = [  # encoder, its options, decoder, its options, task, steps, batch size, peak learning rate
-    pytest.param("gru", RNN, "gru-attention", RNN | {"input_feeding": False}, "reverse", 150, 96, 1e-2,
+    pytest.param("gru", RNN, "gru-attention", RNN | {"input_feeding": False}, "reverse", 220, 96, 1e-2,
                  id="gru-attn-reverse"),
     pytest.param("lstm", RNN, "lstm-attention", RNN | {"attention": "general"}, "copy", 200, 64, 1e-2,
                  id="lstm-attn-copy"),
