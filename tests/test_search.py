@@ -273,3 +273,41 @@ def test_nbest_larger_than_the_beam_is_refused() -> None:
     encoder, decoder = _model("gru", "gru")
     with pytest.raises(ValueError, match="nbest"):
         beam_search(decoder, encoder(_sources()), beam=2, nbest=3, bos=BOS, eos=EOS, max_len=5)
+
+
+@pytest.mark.parametrize("enc,dec", [("gru", "gru-attention"), ("transformer", "transformer")])
+@pytest.mark.parametrize("indexes", [
+    [[0, 0, 1, 1, 2, 2, 3, 3], [1, 0, 0, 1, 5, 4, 7, 7]],  # beams: repeat, then permute within each sentence
+    [[0, 0, 1, 1, 2, 2, 3, 3], [2, 3, 6, 6]],  # sentences 0 and 2 leave
+    [[0, 0, 1, 1, 2, 2, 3, 3], [0, 1, 2, 3, 2, 6]],  # rows from anywhere, runs of unequal length
+    [[3, 1, 1, 0]],
+])
+@torch.no_grad()
+def test_reorder_state_equals_a_state_built_for_the_reordered_rows(enc: str, dec: str, indexes) -> None:
+    """Decoders keep the source side once per sentence (decoders.base.regroup); whatever rows a reorder asks
+    for, the next step equals a step from a state built directly for those rows."""
+    encoder, decoder = _model(enc, dec)
+    src = _sources()
+    state, rows = decoder.init_state(encoder(src)), torch.arange(src.shape[0])
+    tokens = torch.arange(4, 4 + src.shape[0])
+    _, state, _ = decoder.step(tokens, state)  # one step first, so that per-row state differs
+    for index in indexes:
+        index = torch.tensor(index)
+        state, rows, tokens = decoder.reorder_state(state, index), rows[index], tokens[index]
+    logits, _, weights = decoder.step(tokens, state)
+    fresh = decoder.init_state(encoder(src[rows]))
+    _, fresh, _ = decoder.step(torch.arange(4, 4 + src.shape[0])[rows], fresh)
+    expected, _, expected_weights = decoder.step(tokens, fresh)
+    assert torch.allclose(logits, expected, atol=1e-10)
+    assert torch.allclose(weights, expected_weights, atol=1e-10)
+
+
+def test_regroup_moves_the_source_side_only_when_sentences_leave() -> None:
+    from hourglass.decoders.base import regroup
+
+    assert regroup(torch.tensor([0, 0, 0, 1, 1, 1]), 1, 2) == (None, 3)  # B -> B*K: nothing moves
+    assert regroup(torch.tensor([2, 0, 1, 4, 3, 5]), 3, 2) == (None, 3)  # beams permuted within sentences
+    keep, groups = regroup(torch.tensor([3, 5, 4, 6, 7, 6]), 3, 3)  # sentence 0 leaves
+    assert keep.tolist() == [1, 2] and groups == 3
+    keep, groups = regroup(torch.tensor([0, 1, 1]), 1, 2)  # unequal runs: one source per row
+    assert keep.tolist() == [0, 1, 1] and groups == 1

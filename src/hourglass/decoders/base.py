@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
+import torch
 from torch import Tensor, nn
 
 from hourglass.code import Code, CodeSpec
@@ -56,3 +57,20 @@ class SequenceDecoder(nn.Module):
 
     def reorder_state(self, state: Any, index: Tensor) -> Any:  # pragma: no cover
         raise NotImplementedError
+
+
+def regroup(index: Tensor, groups: int, sources: int) -> tuple[Tensor | None, int]:
+    """Per-source state (encoder memory, attention keys) under a row reorder, without copying it per row.
+
+    A decoder state holds its source-side tensors once per source, read by ``groups`` consecutive rows each
+    (beam search: the K beams of a sentence). After ``reorder_state(state, index)``, new row i reads source
+    ``index[i] // groups``. Returns (which sources to keep, in order, or None when they are already in place;
+    the new ``groups``). Beam search only permutes beams within a sentence or drops whole sentences, so the
+    per-source tensors move only when a sentence leaves; any other order falls back to one source per row.
+    """
+    source = index.div(groups, rounding_mode="floor")  # (B',) the source each new row reads
+    kept, counts = source.unique_consecutive(return_counts=True)
+    if not counts.numel() or not bool((counts == counts[0]).all()):
+        return source, 1
+    in_place = kept.numel() == sources and bool((kept == torch.arange(sources, device=kept.device)).all())
+    return (None if in_place else kept), int(counts[0])

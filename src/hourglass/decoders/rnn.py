@@ -24,7 +24,7 @@ from torch import Tensor, nn
 from hourglass._registry import register_decoder
 from hourglass.attention import AttentionKind, make_attention
 from hourglass.code import Code, CodeSpec
-from hourglass.decoders.base import SequenceDecoder
+from hourglass.decoders.base import SequenceDecoder, regroup
 
 _CELLS = {"gru": nn.GRU, "lstm": nn.LSTM}
 
@@ -42,10 +42,11 @@ class AttentionRNNState(NamedTuple):
 
     hidden: Tensor  # (L, B, H)
     cell: Tensor | None  # (L, B, H) for an LSTM, None for a GRU
-    memory: Tensor  # (B, S, D)
-    mask: Tensor  # (B, S), True at real source tokens
-    keys: Tensor  # (B, S, A): the attention's memory projection, computed once per source
+    memory: Tensor  # (N, S, D), one per source; N = B / groups
+    mask: Tensor  # (N, S), True at real source tokens
+    keys: Tensor  # (N, S, A): the attention's memory projection, computed once per source
     feed: Tensor  # (B, E): the previous attentional vector o_{t-1} (input feeding); zeros at the start
+    groups: int = 1  # rows per source (beam search: K); see decoders.base.regroup
 
 
 def _select(x: Tensor | None, index: Tensor, dim: int) -> Tensor | None:
@@ -159,8 +160,14 @@ class AttentionRNNDecoder(_RecurrentDecoder):
                                  keys=self.attention.keys(memory), feed=feed)
 
     def _attend(self, out: Tensor, state: AttentionRNNState) -> tuple[Tensor, Tensor]:
-        """Top-layer outputs (B[, T], H) -> attentional vectors o (B[, T], E) and weights (B[, T], S)."""
-        context, weights = self.attention(out, state.memory, state.mask, keys=state.keys)  # (B[, T], D)
+        """Top-layer outputs (B[, T], H) -> attentional vectors o (B[, T], E) and weights (B[, T], S).
+
+        The rows of one source attend together, as groups*T queries over one copy of its memory."""
+        n = state.memory.shape[0]
+        query = out.reshape(n, -1, out.shape[-1])  # (N, groups[*T], H)
+        context, weights = self.attention(query, state.memory, state.mask, keys=state.keys)  # (N, groups[*T], D)
+        context = context.reshape(*out.shape[:-1], -1)  # (B[, T], D)
+        weights = weights.reshape(*out.shape[:-1], -1)  # (B[, T], S)
         return self._readout(torch.cat([context, out], -1)), weights
 
     def _step(self, emb: Tensor, state: AttentionRNNState) -> tuple[Tensor, Tensor, AttentionRNNState]:
@@ -191,10 +198,13 @@ class AttentionRNNDecoder(_RecurrentDecoder):
         return self._project(o), state, weights
 
     def reorder_state(self, state: AttentionRNNState, index: Tensor) -> AttentionRNNState:
+        keep, groups = regroup(index, state.groups, state.memory.shape[0])
+        memory, mask, keys = state.memory, state.mask, state.keys
+        if keep is not None:
+            memory, mask, keys = memory.index_select(0, keep), mask.index_select(0, keep), keys.index_select(0, keep)
         return AttentionRNNState(
-            hidden=state.hidden.index_select(1, index), cell=_select(state.cell, index, 1),
-            memory=state.memory.index_select(0, index), mask=state.mask.index_select(0, index),
-            keys=state.keys.index_select(0, index), feed=state.feed.index_select(0, index),
+            hidden=state.hidden.index_select(1, index), cell=_select(state.cell, index, 1), memory=memory,
+            mask=mask, keys=keys, feed=state.feed.index_select(0, index), groups=groups,
         )
 
 

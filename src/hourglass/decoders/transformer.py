@@ -9,6 +9,11 @@ whole prefix; ``use_cache=False`` re-runs the prefix each step, which gives the 
 measure what the cache saves. The cross-attention keys and values depend only on the source: ``init_state``
 computes them once.
 
+Beam search keeps K rows per sentence, and all K read the same source. The state therefore holds the
+cross-attention keys and values once per source (``groups`` = K rows each), and the K rows of a sentence
+attend to them together as K queries; ``reorder_state`` moves them only when a sentence leaves the batch.
+Moving them with the beams at every step would copy L x 2 x (B*K) x S x d numbers per token.
+
 ``forward`` returns the cross-attention weights of the last layer, averaged over heads, (B, T, S); ``step``
 returns (B, S).
 """
@@ -22,19 +27,20 @@ from torch import Tensor, nn
 from hourglass._registry import register_decoder
 from hourglass.attention import masked_softmax
 from hourglass.code import Code, CodeSpec
-from hourglass.decoders.base import SequenceDecoder
+from hourglass.decoders.base import SequenceDecoder, regroup
 from hourglass.encoders.transformer import Positions, TokenEmbedding, check_heads
 
 
 class TransformerState(NamedTuple):
     """The decoder state. L layers, h heads, head size dh, t tokens decoded so far."""
 
-    cross_keys: Tensor  # (L, B, h, S, dh)
-    cross_values: Tensor  # (L, B, h, S, dh)
-    mask: Tensor  # (B, S), True at real source tokens
+    cross_keys: Tensor  # (L, N, h, S, dh), one per source; N = B / groups
+    cross_values: Tensor  # (L, N, h, S, dh)
+    mask: Tensor  # (N, S), True at real source tokens
     self_keys: Tensor  # (L, B, h, t, dh); t = 0 when use_cache=False
     self_values: Tensor  # (L, B, h, t, dh)
     prefix: Tensor  # (B, t) the tokens decoded so far (their count is the next position)
+    groups: int = 1  # rows per source: rows [n*groups, (n+1)*groups) read source n
 
 
 class MultiHeadAttention(nn.Module):
@@ -88,18 +94,28 @@ class DecoderLayer(nn.Module):
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, x: Tensor, past: tuple[Tensor, Tensor], cross: tuple[Tensor, Tensor], causal: Tensor,
-                memory_mask: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """x (B, T, D); past keys/values (B, h, t, dh); cross keys/values (B, h, S, dh); causal (T, t+T);
-        memory_mask (B, S). Returns x (B, T, D), keys and values (B, h, t+T, dh), cross weights (B, h, T, S).
+                memory_mask: Tensor, groups: int = 1) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """x (B, T, D); past keys/values (B, h, t, dh); cross keys/values (N, h, S, dh) and memory_mask (N, S)
+        for N = B / groups sources; causal (T, t+T). Returns x (B, T, D), keys and values (B, h, t+T, dh), cross
+        weights (B, h, T, S).
         """
         h = self.self_norm(x)
         k, v = self.self_attn.project_kv(h)  # (B, h, T, dh)
         k, v = torch.cat([past[0], k], 2), torch.cat([past[1], v], 2)  # (B, h, t+T, dh)
         x = x + self.dropout(self.self_attn(h, k, v, causal)[0])
-        a, weights = self.cross_attn(self.cross_norm(x), *cross, memory_mask[:, None, None, :])
+        a, weights = self._cross(self.cross_norm(x), cross, memory_mask, groups)
         x = x + self.dropout(a)
         x = x + self.dropout(self.ff(self.ff_norm(x)))
         return x, k, v, weights
+
+    def _cross(self, x: Tensor, cross: tuple[Tensor, Tensor], mask: Tensor, groups: int) -> tuple[Tensor, Tensor]:
+        """x (B, T, D) -> cross-attention output (B, T, D), weights (B, h, T, S): the ``groups`` rows of a source
+        are its groups*T queries (attention treats every query alike, so this is the same arithmetic)."""
+        b, t, d = x.shape
+        out, weights = self.cross_attn(x.reshape(b // groups, groups * t, d), *cross, mask[:, None, None, :])
+        n, heads, _, s = weights.shape  # (N, h, groups*T, S)
+        weights = weights.view(n, heads, groups, t, s).transpose(1, 2).reshape(b, heads, t, s)
+        return out.reshape(b, t, d), weights
 
 
 @register_decoder("transformer")
@@ -155,7 +171,8 @@ class TransformerDecoder(SequenceDecoder):
         keys, values = [], []
         for i, layer in enumerate(self.layers):
             past = (state.self_keys[i], state.self_values[i])
-            x, k, v, weights = layer(x, past, (state.cross_keys[i], state.cross_values[i]), causal, state.mask)
+            x, k, v, weights = layer(x, past, (state.cross_keys[i], state.cross_values[i]), causal, state.mask,
+                                     state.groups)
             keys.append(k)
             values.append(v)
         logits = self.output(self.norm(x))  # (B, T, V)
@@ -179,8 +196,15 @@ class TransformerDecoder(SequenceDecoder):
         return logits[:, -1], state, weights[:, -1]
 
     def reorder_state(self, state: TransformerState, index: Tensor) -> TransformerState:
+        """Rows ``index`` (B',) of the state. The per-row parts (self-attention cache, prefix) are selected;
+        the per-source parts move only if the sources the new rows read are not already in place."""
+        keep, groups = regroup(index, state.groups, state.mask.shape[0])
+        cross_keys, cross_values, mask = state.cross_keys, state.cross_values, state.mask
+        if keep is not None:
+            cross_keys, cross_values, mask = cross_keys.index_select(1, keep), cross_values.index_select(1, keep), \
+                mask.index_select(0, keep)
         return TransformerState(
-            cross_keys=state.cross_keys.index_select(1, index), cross_values=state.cross_values.index_select(1, index),
-            mask=state.mask.index_select(0, index), self_keys=state.self_keys.index_select(1, index),
-            self_values=state.self_values.index_select(1, index), prefix=state.prefix.index_select(0, index),
+            cross_keys=cross_keys, cross_values=cross_values, mask=mask, groups=groups,
+            self_keys=state.self_keys.index_select(1, index), self_values=state.self_values.index_select(1, index),
+            prefix=state.prefix.index_select(0, index),
         )
