@@ -145,9 +145,11 @@ def run_plain(args: argparse.Namespace) -> dict:
         for x, mask in data.train_dataloader():
             if step == args.warmup:
                 start = clocks()
+            # Forward pass and loss inside autocast, as PyTorch's AMP recipe writes it and as Lightning's
+            # bf16-mixed runs ``training_step`` (autocast keeps the loss's softmax in float32).
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
                 logits = model(x)  # (B, K, H, W)
-            loss, _ = task.objective(logits, mask)
+                loss, _ = task.objective(logits, mask)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

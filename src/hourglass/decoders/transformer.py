@@ -37,8 +37,8 @@ class TransformerState(NamedTuple):
     cross_keys: Tensor  # (L, N, h, S, dh), one per source; N = B / groups
     cross_values: Tensor  # (L, N, h, S, dh)
     mask: Tensor  # (N, S), True at real source tokens
-    self_keys: Tensor  # (L, B, h, t, dh); t = 0 when use_cache=False
-    self_values: Tensor  # (L, B, h, t, dh)
+    self_keys: tuple[Tensor, ...]  # L x (B, h, t, dh); t = 0 when use_cache=False. A tuple, not one stacked
+    self_values: tuple[Tensor, ...]  # L x (B, h, t, dh)   tensor: stacking would copy the cache every step
     prefix: Tensor  # (B, t) the tokens decoded so far (their count is the next position)
     groups: int = 1  # rows per source: rows [n*groups, (n+1)*groups) read source n
 
@@ -157,15 +157,15 @@ class TransformerDecoder(SequenceDecoder):
     def init_state(self, code: Code) -> TransformerState:
         kvs = [layer.cross_attn.project_kv(code.memory) for layer in self.layers]  # L x (B, h, S, dh)
         keys, values = torch.stack([k for k, _ in kvs]), torch.stack([v for _, v in kvs])  # (L, B, h, S, dh)
-        empty = keys[:, :, :, :0]  # (L, B, h, 0, dh)
+        empty = tuple(keys[:, :, :, :0].unbind(0))  # L x (B, h, 0, dh)
         prefix = code.memory_mask.new_zeros(code.memory.shape[0], 0, dtype=torch.long)  # (B, 0)
         return TransformerState(cross_keys=keys, cross_values=values, mask=code.memory_mask, self_keys=empty,
                                 self_values=empty, prefix=prefix)
 
-    def _run(self, tokens: Tensor, state: TransformerState) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    def _run(self, tokens: Tensor, state: TransformerState) -> tuple[Tensor, Tensor, tuple, tuple]:
         """tokens (B, T) after the t cached positions of ``state`` -> logits (B, T, V), cross weights
-        (B, T, S) of the last layer averaged over heads, and all keys and values (L, B, h, t+T, dh)."""
-        t, n = state.self_keys.shape[3], tokens.shape[1]
+        (B, T, S) of the last layer averaged over heads, and all keys and values, L x (B, h, t+T, dh)."""
+        t, n = state.self_keys[0].shape[2], tokens.shape[1]
         x = self.embedding(tokens, start=t)  # (B, T, D)
         causal = torch.ones(n, t + n, dtype=torch.bool, device=tokens.device).tril(t)  # (T, t+T)
         keys, values = [], []
@@ -176,7 +176,7 @@ class TransformerDecoder(SequenceDecoder):
             keys.append(k)
             values.append(v)
         logits = self.output(self.norm(x))  # (B, T, V)
-        return logits, weights.mean(1), torch.stack(keys), torch.stack(values)
+        return logits, weights.mean(1), tuple(keys), tuple(values)
 
     def forward(self, tokens: Tensor, state: TransformerState) -> tuple[Tensor, Tensor]:
         """tokens (B, T) from the initial state -> logits (B, T, V), cross-attention (B, T, S)."""
@@ -205,6 +205,7 @@ class TransformerDecoder(SequenceDecoder):
                 mask.index_select(0, keep)
         return TransformerState(
             cross_keys=cross_keys, cross_values=cross_values, mask=mask, groups=groups,
-            self_keys=state.self_keys.index_select(1, index), self_values=state.self_values.index_select(1, index),
+            self_keys=tuple(k.index_select(0, index) for k in state.self_keys),
+            self_values=tuple(v.index_select(0, index) for v in state.self_values),
             prefix=state.prefix.index_select(0, index),
         )
