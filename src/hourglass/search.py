@@ -55,6 +55,8 @@ def _limits(max_len: int | Tensor, batch: int, device: torch.device) -> Tensor:
 def _force_eos(logp: Tensor, t: int, limit: Tensor, eos: int) -> Tensor:
     """logp (N, V): rows whose hypothesis has ``limit`` tokens (``t >= limit``) may only end."""
     full = (limit <= t).unsqueeze(1)  # (N, 1)
+    if not bool(full.any()):  # the usual case: no row is at its limit, and nothing to mask (two (N, V) passes)
+        return logp
     only_eos = torch.full_like(logp, float("-inf"))
     only_eos[:, eos] = logp[:, eos]
     return torch.where(full, only_eos, logp)
