@@ -158,3 +158,20 @@ def test_corpus_scores_with_several_references():
     many = corpus_scores(["a dog runs", "the cat sleeps now"],
                          [["a dog runs", "one dog running"], ["the cat sleeps now"]])
     assert many["bleu"] == 100.0 and many["exact_match"] == 1.0 and "nrefs:var" in many["bleu_signature"]
+
+
+@pytest.mark.parametrize("smoothing", [0.0, 0.1, 0.3])
+def test_smoothed_cross_entropy_equals_torch_and_ignores_padding(smoothing):
+    from hourglass.tasks.seq2seq import smoothed_cross_entropy
+
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(12, 7, generator=g, dtype=torch.float64, requires_grad=True)
+    gold = torch.tensor([1, 2, 0, 3, 0, 0, 6, 5, 4, 0, 2, 1])  # 0 is padding
+    loss, nll = smoothed_cross_entropy(logits, gold, 0, smoothing)
+    expected = torch.nn.functional.cross_entropy(logits, gold, ignore_index=0, label_smoothing=smoothing)
+    assert torch.allclose(loss, expected, atol=1e-12)
+    assert torch.allclose(nll, torch.nn.functional.cross_entropy(logits, gold, ignore_index=0), atol=1e-12)
+    grad, = torch.autograd.grad(loss, logits)
+    expected_grad, = torch.autograd.grad(expected, logits)
+    assert torch.allclose(grad, expected_grad, atol=1e-12)
+    assert grad[gold == 0].abs().max() == 0  # padding positions get no gradient

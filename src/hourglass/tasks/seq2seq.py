@@ -88,6 +88,22 @@ def corpus_scores(hypotheses: list[str], references: list[str] | list[list[str]]
             "bleu_signature": str(bleu.get_signature()), "chrf_signature": str(chrf.get_signature())}
 
 
+
+def smoothed_cross_entropy(logits: Tensor, gold: Tensor, pad_id: int, smoothing: float) -> tuple[Tensor, Tensor]:
+    """logits (N, V), gold (N,) -> (label-smoothed cross-entropy, plain NLL), both averaged over non-pad tokens.
+
+    The same numbers as ``F.cross_entropy(..., label_smoothing=smoothing)`` and ``F.cross_entropy(...)``
+    (Szegedy et al. 2016: (1 - e) * NLL + e * the mean over the vocabulary of -log p), from one log-softmax
+    instead of two: the second pass over (N, V) logits only fed a logged metric.
+    """
+    logp = torch.log_softmax(logits, -1)  # (N, V)
+    nll = F.nll_loss(logp, gold, ignore_index=pad_id)
+    if not smoothing:
+        return nll, nll
+    real = gold != pad_id  # (N,)
+    uniform = -(logp.mean(-1) * real).sum() / real.sum().clamp(min=1)
+    return (1 - smoothing) * nll + smoothing * uniform, nll
+
 @register_task("seq2seq")
 class Seq2SeqTask(Task):
     """Teacher-forced training with label smoothing; greedy/beam search (:mod:`hourglass.search`) to generate.
@@ -158,12 +174,11 @@ class Seq2SeqTask(Task):
             inputs = self._sampled_inputs(inputs, state, pad_id)
         logits, _ = self.decoder(inputs, state)  # (B, T, V)
         flat, gold = logits.reshape(-1, logits.shape[-1]), labels.reshape(-1)
-        loss = F.cross_entropy(flat, gold, ignore_index=pad_id, label_smoothing=self.label_smoothing)
+        loss, nll = smoothed_cross_entropy(flat, gold, pad_id, self.label_smoothing)
         real = gold != pad_id
         with torch.no_grad():
-            nll = F.cross_entropy(flat, gold, ignore_index=pad_id)
             accuracy = (flat.argmax(-1)[real] == gold[real]).float().mean()
-        return loss, {"nll": nll, "ppl": nll.exp(), "token_accuracy": accuracy}
+        return loss, {"nll": nll.detach(), "ppl": nll.detach().exp(), "token_accuracy": accuracy}
 
     def progress_metrics(self) -> tuple[str, ...]:
         return ("bleu",)
