@@ -17,40 +17,22 @@ the same seeds), adds the mean of per-image PSNRs, and, for scale, a Gaussian bl
 from __future__ import annotations
 
 import argparse
-import json
-import platform
-import shutil
 import sys
-import time
-from pathlib import Path
 
 import numpy as np
 import torch
 from scipy.ndimage import gaussian_filter
 
-from hourglass import recipebook
+from _mnist_bench import heading, parser, set_threads, train_fresh, write_results
 from hourglass.noise import corrupt
 from hourglass.run import Run
-from hourglass.train import train
 
-ROOT = Path(__file__).resolve().parents[1]
-DATA = (ROOT / ".." / "shared" / "data" / "mnist").resolve()
 VAL_SEED = 10_007  # the seed of validation batch i is VAL_SEED + i (tasks/autoencoder.py, ae_results.py)
 
 
 def parse_args() -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--quick", action="store_true", help="smoke test in under a minute (numbers meaningless)")
+    p = parser("denoising", "mnist-dae")
     p.add_argument("--sigmas", type=float, nargs="+", default=None, help="noise levels (default 0.3 0.5)")
-    p.add_argument("--recipe", default="mnist-dae")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="recipe override, as `hourglass train --set` (repeatable)")
-    p.add_argument("--tag", default="", help="suffix for the run directories and the results file")
-    p.add_argument("--runs", type=Path, default=ROOT / "runs" / "bench" / "denoising")
-    p.add_argument("--results", type=Path, default=ROOT / "bench" / "results")
-    p.add_argument("--threads", type=int, default=1,
-                   help="torch intra-op threads (default 1; 0: torch's choice). On a busy shared 2-core machine "
-                        "two threads per process wait on each other: 1 thread ran a step 2.5x faster here")
     args = p.parse_args()
     args.sigmas = args.sigmas or ([0.5] if args.quick else [0.3, 0.5])
     return args
@@ -61,9 +43,8 @@ def psnr_db(mse: np.ndarray | float) -> np.ndarray | float:
 
 
 @torch.no_grad()
-def recheck(run_dir: Path, sigma: float) -> dict[str, float]:
+def recheck(run: Run, sigma: float) -> dict[str, float]:
     """PSNRs recomputed from the run directory with the validation noise seeds, pooled and per image."""
-    run = Run.load(run_dir)
     clean = run.data.val_set.tensors[0]  # (N, 1, 28, 28)
     batch = run.config.data.options()["batch_size"]
     noisy = torch.cat([corrupt(clean[i : i + batch], "gaussian", sigma,
@@ -81,17 +62,7 @@ def recheck(run_dir: Path, sigma: float) -> dict[str, float]:
 
 
 def bench_sigma(args: argparse.Namespace, sigma: float) -> dict:
-    # progress=false only keeps the log readable; it changes no number reported here.
-    overrides = [f"data.path={DATA}", "task.noise=gaussian", f"task.noise_level={sigma}", "train.progress=false"]
-    if args.quick:
-        overrides += ["data.limit=400", "train.max_epochs=1"]
-    config = recipebook.load(args.recipe, overrides + args.overrides)
-    out = args.runs / f"sigma{sigma}{'-' + args.tag if args.tag else ''}{'-quick' if args.quick else ''}"
-    shutil.rmtree(out, ignore_errors=True)  # this bench's own run directory, from an earlier run
-    start = time.time()
-    run_dir = train(config, out=str(out))
-    wall = time.time() - start
-    m = Run.load(run_dir).metrics()
+    run, m, timing = train_fresh(args, f"sigma{sigma}", ["task.noise=gaussian", f"task.noise_level={sigma}"])
     final = m["final"]
     row = {
         "sigma": sigma,
@@ -99,13 +70,9 @@ def bench_sigma(args: argparse.Namespace, sigma: float) -> dict:
         "psnr_denoised": final["psnr"],
         "gain_db": final["denoising_gain_db"],
         "ssim_denoised": final["ssim"],
-        "epochs": m["epochs"],
-        "steps": m["steps"],
-        "train_seconds": m["train_seconds"],
-        "wall_seconds": round(wall, 1),
-        "run_dir": str(run_dir),
+        **timing,
     }
-    row.update(recheck(run_dir, sigma))
+    row.update(recheck(run, sigma))
     return row
 
 
@@ -125,8 +92,7 @@ def table(rows: list[dict]) -> str:
 
 def main() -> int:
     args = parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    set_threads(args)
     rows = []
     for sigma in args.sigmas:
         rows.append(bench_sigma(args, sigma))
@@ -134,24 +100,9 @@ def main() -> int:
         print(f"[denoising] sigma={sigma}: {r['psnr_noisy_input']:.2f} dB -> {r['psnr_denoised']:.2f} dB "
               f"(gain {r['gain_db']:.2f} dB)", flush=True)
     print()
-    print(f"Held-out PSNR (dB, pooled over 1,000 digits unless marked), recipe {args.recipe} "
-          f"{' '.join(args.overrides) or '(as shipped)'}{'  [QUICK: numbers meaningless]' if args.quick else ''}")
+    print(heading(args, "Held-out PSNR (dB, pooled over 1,000 digits unless marked)"))
     print(table(rows))
-    result = {
-        "bench": "denoising",
-        "command": "python " + " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]),
-        "quick": args.quick,
-        "recipe": args.recipe,
-        "overrides": args.overrides,
-        "rows": rows,
-        "threads": torch.get_num_threads(),
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-    }
-    args.results.mkdir(parents=True, exist_ok=True)
-    name = f"denoising{'-' + args.tag if args.tag else ''}{'-quick' if args.quick else ''}.json"
-    (args.results / name).write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {args.results / name}")
+    write_results(args, "denoising", rows)
     return 0
 
 

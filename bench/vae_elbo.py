@@ -18,42 +18,24 @@ q(z|x). The bench therefore also estimates, from the run directory, the ELBO pro
 from __future__ import annotations
 
 import argparse
-import json
 import math
-import platform
-import shutil
 import sys
-import time
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-from hourglass import recipebook
+from _mnist_bench import heading, parser, set_threads, train_fresh, write_results
 from hourglass.code import Code
 from hourglass.run import Run
-from hourglass.train import train
 
-ROOT = Path(__file__).resolve().parents[1]
-DATA = (ROOT / ".." / "shared" / "data" / "mnist").resolve()
 LOG_2PI = math.log(2 * math.pi)
 
 
 def parse_args() -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--quick", action="store_true", help="smoke test in under a minute (numbers meaningless)")
+    p = parser("vae_elbo", "mnist-vae")
     p.add_argument("--anneal", nargs="+", default=None, choices=["none", "linear", "cyclical"],
                    help="annealing schedules to train (default linear cyclical; --quick: linear)")
     p.add_argument("--samples", type=int, default=10, help="z samples per digit for the ELBO and IWAE estimates")
-    p.add_argument("--recipe", default="mnist-vae")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="recipe override, as `hourglass train --set` (repeatable)")
-    p.add_argument("--tag", default="", help="suffix for the run directories and the results file")
-    p.add_argument("--runs", type=Path, default=ROOT / "runs" / "bench" / "vae_elbo")
-    p.add_argument("--results", type=Path, default=ROOT / "bench" / "results")
-    p.add_argument("--threads", type=int, default=1,
-                   help="torch intra-op threads (default 1; 0: torch's choice). On a busy shared 2-core machine "
-                        "two threads per process wait on each other: 1 thread ran a step 2.5x faster here")
     args = p.parse_args()
     args.anneal = args.anneal or (["linear"] if args.quick else ["linear", "cyclical"])
     return args
@@ -91,20 +73,9 @@ def sampled_bounds(run: Run, samples: int, batch: int = 250) -> dict[str, float]
 
 
 def bench_anneal(args: argparse.Namespace, anneal: str) -> dict:
-    # progress=false only keeps the log readable; it changes no number reported here.
-    overrides = [f"data.path={DATA}", f"task.anneal={anneal}", "train.progress=false"]
-    if args.quick:
-        overrides += ["data.limit=400", "train.max_epochs=1"]
-    config = recipebook.load(args.recipe, overrides + args.overrides)
-    out = args.runs / f"{anneal}{'-' + args.tag if args.tag else ''}{'-quick' if args.quick else ''}"
-    shutil.rmtree(out, ignore_errors=True)  # this bench's own run directory, from an earlier run
-    start = time.time()
-    run_dir = train(config, out=str(out))
-    wall = time.time() - start
-    run = Run.load(run_dir)
-    m = run.metrics()
+    run, m, timing = train_fresh(args, anneal, [f"task.anneal={anneal}"])
     final = m["final"]
-    task = config.task.options()
+    task = run.config.task.options()
     row = {
         "anneal": anneal,
         "anneal_steps": task.get("anneal_steps"),
@@ -114,11 +85,7 @@ def bench_anneal(args: argparse.Namespace, anneal: str) -> dict:
         "recon_at_mean": final["recon"],
         "sse_per_image": final["sse_per_image"],
         "linear_probe": final.get("linear_probe_accuracy"),
-        "epochs": m["epochs"],
-        "steps": m["steps"],
-        "train_seconds": m["train_seconds"],
-        "wall_seconds": round(wall, 1),
-        "run_dir": str(run_dir),
+        **timing,
         # The KL weight when training stopped: below 1 means the run never trained on the full ELBO.
         "final_kl_weight": kl_weight_at(anneal, m["steps"], task),
     }
@@ -149,8 +116,7 @@ def table(rows: list[dict], samples: int) -> str:
 
 def main() -> int:
     args = parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    set_threads(args)
     rows = []
     for anneal in args.anneal:
         rows.append(bench_anneal(args, anneal))
@@ -158,25 +124,9 @@ def main() -> int:
         print(f"[vae_elbo] {anneal}: ELBO {r['elbo_at_mean']:.2f} (z=mu) / {r['elbo_sampled']:.2f} (z~q), "
               f"KL {r['kl']:.2f}", flush=True)
     print()
-    print(f"Held-out nats per image (1,000 digits), recipe {args.recipe} {' '.join(args.overrides) or '(as shipped)'}"
-          f"{'  [QUICK: numbers meaningless]' if args.quick else ''}")
+    print(heading(args, "Held-out nats per image (1,000 digits)"))
     print(table(rows, args.samples))
-    result = {
-        "bench": "vae_elbo",
-        "command": "python " + " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]),
-        "quick": args.quick,
-        "recipe": args.recipe,
-        "overrides": args.overrides,
-        "samples": args.samples,
-        "rows": rows,
-        "threads": torch.get_num_threads(),
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-    }
-    args.results.mkdir(parents=True, exist_ok=True)
-    name = f"vae_elbo{'-' + args.tag if args.tag else ''}{'-quick' if args.quick else ''}.json"
-    (args.results / name).write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {args.results / name}")
+    write_results(args, "vae_elbo", rows, samples=args.samples)
     return 0
 
 

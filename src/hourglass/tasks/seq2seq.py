@@ -88,7 +88,6 @@ def corpus_scores(hypotheses: list[str], references: list[str] | list[list[str]]
             "bleu_signature": str(bleu.get_signature()), "chrf_signature": str(chrf.get_signature())}
 
 
-
 def smoothed_cross_entropy(logits: Tensor, gold: Tensor, pad_id: int, smoothing: float) -> tuple[Tensor, Tensor]:
     """logits (N, V), gold (N,) -> (label-smoothed cross-entropy, plain NLL), both averaged over non-pad tokens.
 
@@ -175,10 +174,10 @@ class Seq2SeqTask(Task):
         logits, _ = self.decoder(inputs, state)  # (B, T, V)
         flat, gold = logits.reshape(-1, logits.shape[-1]), labels.reshape(-1)
         loss, nll = smoothed_cross_entropy(flat, gold, pad_id, self.label_smoothing)
-        real = gold != pad_id
+        real, nll = gold != pad_id, nll.detach()
         with torch.no_grad():
             accuracy = (flat.argmax(-1)[real] == gold[real]).float().mean()
-        return loss, {"nll": nll.detach(), "ppl": nll.detach().exp(), "token_accuracy": accuracy}
+        return loss, {"nll": nll, "ppl": nll.exp(), "token_accuracy": accuracy}
 
     def progress_metrics(self) -> tuple[str, ...]:
         return ("bleu",)
