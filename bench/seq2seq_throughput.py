@@ -65,19 +65,8 @@ def load(args, extra=()):
 def run_ours(args) -> dict:
     config = load(args)
     window = Window(args.warmup, args.steps)
-    make_trainer, finish = hg_train.make_trainer, hg_train.finish
-
-    def instrumented(config, run_dir):
-        trainer = make_trainer(config, run_dir)
-        trainer.callbacks.insert(0, window)
-        return trainer
-
-    hg_train.make_trainer, hg_train.finish = instrumented, lambda *a, **k: None  # finish (metrics, plots): after
-    try:
-        with tempfile.TemporaryDirectory() as out:
-            hg_train.train(config, out=out)
-    finally:
-        hg_train.make_trainer, hg_train.finish = make_trainer, finish
+    with tempfile.TemporaryDirectory() as out:
+        hg_train.train(config, out=out, callbacks=[window], report=False)  # report (metrics, plots): after
     return {"seconds": window.seconds, "tokens": window.tokens}
 
 

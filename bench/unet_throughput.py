@@ -8,8 +8,8 @@ goes first: rounds of [ours, plain], [plain, ours], ...
 
 "ours" is ``hourglass.train.train(config)`` with everything the recipe switches on (progress bar, CSV and
 TensorBoard logging, ``last`` checkpoints, the ``best`` checkpoint and early stopping after each validation,
-the validation epoch). The bench only adds a timing callback and skips ``finish`` (final metrics, plots,
-report), which run after training.
+the validation epoch). The bench only adds a timing callback and trains with ``report=False`` (the final
+metrics, plots and report come after training).
 
 Each side runs WARMUP + STEPS optimizer steps; the clock covers the STEPS after the warm-up. The default
 window (46 steps = one epoch of 367 images in batches of 8) holds one validation epoch on the "ours" side;
@@ -107,18 +107,7 @@ class Window(L.Callback):
 def run_ours(args: argparse.Namespace, round_no: int) -> dict:
     config = load_config(args)
     window = Window(args.warmup, args.steps)
-    make_trainer, finish = hg_train.make_trainer, hg_train.finish
-
-    def instrumented(config, run_dir):
-        trainer = make_trainer(config, run_dir)
-        trainer.callbacks.insert(0, window)
-        return trainer
-
-    hg_train.make_trainer, hg_train.finish = instrumented, lambda *a, **k: None
-    try:
-        hg_train.train(config, out=str(args.runs / f"ours-round{round_no}"))
-    finally:
-        hg_train.make_trainer, hg_train.finish = make_trainer, finish
+    hg_train.train(config, out=str(args.runs / f"ours-round{round_no}"), callbacks=[window], report=False)
     if window.start is None or window.end is None:
         raise RuntimeError("the timed window never closed: fewer steps ran than warmup + steps")
     return {"seconds": window.end[0] - window.start[0], "cpu": window.end[1] - window.start[1],

@@ -102,3 +102,21 @@ def test_autoencoder_beats_pca_on_held_out_digits(tmp_path: Path) -> None:
     config = recipebook.load("digits-ae", ["train.max_epochs=8", "train.progress=false", "model.bottleneck.dim=8"])
     final = json.loads((train(config, out=str(tmp_path / "r")) / "metrics.json").read_text())["final"]
     assert final["sse_ratio_to_pca"] < 1.0, final
+
+
+def test_train_takes_extra_callbacks_and_can_skip_the_report(tiny_config, tmp_path):
+    """``train(callbacks=..., report=False)``: a user's Lightning callback sees every step, and the run keeps
+    its config and checkpoints but writes no final metrics, pictures or report."""
+    import lightning as L
+
+    class Count(L.Callback):
+        steps = 0
+
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+            Count.steps += 1
+
+    run_dir = train(tiny_config("digits-ae", "train.max_epochs=1"), out=str(tmp_path / "r"), callbacks=[Count()],
+                    report=False)
+    assert Count.steps == 8  # one epoch: the training split of the 300 digits, in batches of 32
+    assert (run_dir / "config.yaml").is_file() and (run_dir / "checkpoints" / "last.safetensors").is_file()
+    assert not (run_dir / "metrics.json").exists() and not (run_dir / "report.html").exists()

@@ -6,15 +6,15 @@ weights), ``metrics.json``, ``logs/`` (CSV and TensorBoard), ``plots/*.png`` and
 from __future__ import annotations
 
 import inspect
-import json
 import os
 import time
 from datetime import datetime
 from pathlib import Path
+from typing import Sequence
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
 from hourglass._registry import DATASETS, TASKS, load_components
@@ -77,7 +77,8 @@ def trainer_kwargs(config: Config) -> dict:
     return kwargs
 
 
-def make_trainer(config: Config, run_dir: Path) -> L.Trainer:
+def make_trainer(config: Config, run_dir: Path, extra_callbacks: Sequence[Callback] = ()) -> L.Trainer:
+    """The Lightning Trainer of a run; ``extra_callbacks`` run before hourglass's own."""
     tc = config.train
     ckpt_dir = run_dir / "checkpoints"
     best = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor=tc.monitor, mode=tc.mode,
@@ -87,9 +88,9 @@ def make_trainer(config: Config, run_dir: Path) -> L.Trainer:
                                  save_top_k=1, enable_version_counter=False)
     last_epoch = ModelCheckpoint(dirpath=ckpt_dir, filename="last", save_on_train_epoch_end=True,
                                  save_top_k=1, enable_version_counter=False)
-    callbacks = [best, last_steps, last_epoch]
-    for cb in callbacks:
+    for cb in (best, last_steps, last_epoch):
         cb.FILE_EXTENSION = ".safetensors"
+    callbacks = [*extra_callbacks, best, last_steps, last_epoch]
     if tc.early_stopping:
         es = tc.early_stopping
         callbacks.append(EarlyStopping(monitor=es.monitor, mode=es.mode, patience=es.patience, min_delta=es.min_delta))
@@ -120,8 +121,10 @@ def resume_checkpoint(run_dir: Path, task, data) -> Path:
     return path
 
 
-def train(config: Config, *, out: str | None = None, resume: Path | None = None) -> Path:
-    """Train ``config``; return the run directory. ``resume`` continues that run directory."""
+def train(config: Config, *, out: str | None = None, resume: Path | None = None,
+          callbacks: Sequence[Callback] = (), report: bool = True) -> Path:
+    """Train ``config``; return the run directory. ``resume`` continues that run directory. ``callbacks`` are
+    extra Lightning callbacks (run first); ``report=False`` skips the final metrics, pictures and report."""
     L.seed_everything(config.seed, workers=True, verbose=False)
     data = build_data(config)
     data.setup("fit")
@@ -130,7 +133,7 @@ def train(config: Config, *, out: str | None = None, resume: Path | None = None)
     ckpt = resume_checkpoint(run_dir, task, data) if resume else None
     run_dir.mkdir(parents=True, exist_ok=True)
     save_config(config, run_dir / "config.yaml")
-    trainer = make_trainer(config, run_dir)
+    trainer = make_trainer(config, run_dir, callbacks)
     start = time.time()
     fit_data = data
     if config.train.cache_features:  # the frozen encoder's codes, computed once (hourglass.features)
@@ -142,7 +145,7 @@ def train(config: Config, *, out: str | None = None, resume: Path | None = None)
         trainer.fit(task, datamodule=fit_data, ckpt_path=str(ckpt) if ckpt else None)
     finally:
         os.environ.pop(RUN_DIR_ENV, None)
-    if trainer.is_global_zero:
+    if report and trainer.is_global_zero:
         finish(config, task, data, trainer, run_dir, time.time() - start)
     return run_dir
 
