@@ -7,10 +7,11 @@ Three ratios, on the first N sentences of a source file (default: Multi30k test_
 2. beam ``--beam`` vs greedy search, both batched (goal <= 2.5x);
 3. a Transformer decoder with its key/value cache vs without (``use_cache=False`` re-runs the prefix).
 
-Each measurement runs ``--repeats`` times, alternating the order, and keeps the fastest (the least disturbed
+Each measurement runs ``--repeats`` times (one at a time: once) and keeps the fastest (the least disturbed
 by other processes). The outputs of the compared variants must be identical; the script says so.
 
-    python bench/seq2seq_decoding.py RUN [--source FILE] [--sentences 200] [--beam 5] [--batch 64]
+    python bench/seq2seq_decoding.py RUN [--source FILE] [--sentences 200] [--beam 5] [--batch 64] \
+        [--threads N] [--precision 32-true|bf16-mixed] [--json FILE]
 """
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ import torch
 
 from hourglass.cli.text import load_seq2seq
 from hourglass.data.text import iter_lines
+from hourglass.precision import PRECISIONS, autocast
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_SOURCE = ROOT / ".." / "shared" / "data" / "multi30k" / "test_2016_flickr.de.gz"
@@ -47,6 +49,7 @@ def main() -> int:
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: leave as is)")
+    p.add_argument("--precision", choices=PRECISIONS, default="32-true", help="as `hourglass translate --precision`")
     p.add_argument("--json", type=Path, help="also write the results here")
     args = p.parse_args()
     if args.threads:
@@ -55,15 +58,13 @@ def main() -> int:
     task, data = run.task, run.data
     lines = [line.strip() for _, line in zip(range(args.sentences), iter_lines(args.source)) if line.strip()]
 
-    def translate(beam: int, batch: int) -> list[str]:
-        out = []
-        for i in range(0, len(lines), batch):
-            out += [h[0][0] for h in task.translate(lines[i : i + batch], data, beam=beam)]
-        return out
+    def translate(beam: int, batch: int) -> list[str]:  # batches sorted by length, as `hourglass translate` makes
+        return [h[0][0] for h in task.translate(lines, data, beam=beam, batch_size=batch)]
 
     res: dict = {"run": str(args.run), "sentences": len(lines), "beam": args.beam, "batch": args.batch,
-                 "threads": torch.get_num_threads(), "machine": platform.processor() or platform.machine()}
-    with torch.no_grad():
+                 "threads": torch.get_num_threads(), "precision": args.precision,
+                 "machine": platform.processor() or platform.machine()}
+    with torch.no_grad(), autocast(args.precision, task.device):
         t_batched, batched = timed(lambda: translate(args.beam, args.batch), args.repeats)
         t_single, single = timed(lambda: translate(args.beam, 1), 1)  # the slow side: once
         t_greedy, _ = timed(lambda: translate(1, args.batch), args.repeats)

@@ -104,3 +104,18 @@ def test_coverage_moves_attention_away_from_covered_positions() -> None:
     assert after[0, 0] < before[0, 0]
     with pytest.raises(ValueError, match="coverage"):
         attention(query, memory, mask)
+
+
+def test_tanh_matches_torch_in_place_without_grad_and_with_the_same_gradient() -> None:
+    from hourglass.attention import tanh
+
+    x = torch.cat([torch.linspace(-12, 12, 10_000), torch.zeros(1)])
+    expected = torch.tanh(x)
+    with torch.no_grad():
+        y = x.clone()
+        out = tanh(y)
+    assert out.data_ptr() == y.data_ptr()  # overwritten: no (B, T, S, A) copy in search
+    assert torch.allclose(out, expected, rtol=0, atol=3e-7) and out[-1] == 0 and out.abs().max() <= 1
+    leaf = x.clone().requires_grad_()
+    tanh(leaf).sum().backward()
+    assert torch.allclose(leaf.grad, 1 - expected**2, rtol=0, atol=1e-6) and not torch.equal(leaf, out)

@@ -35,6 +35,26 @@ def test_translate_stdin_keeps_order_and_empty_lines_and_truncates_long_ones(run
     assert status == 0 and lines[:3] == ["c b a", "", "f e"] and lines[4] == "e d" and len(lines) == 6
 
 
+def test_length_sorted_batches_give_the_same_outputs_in_input_order(run_dir):
+    """Sentences of mixed lengths, decoded 2 at a time shortest first, come back in input order, each as it is
+    decoded alone (padding and batch company do not change an output)."""
+    from hourglass.cli.text import load_seq2seq
+
+    run = load_seq2seq(str(run_dir))
+    lines = ["R a b c d e", "C f", "R d e", "C a b c d", "R f e d", ""]
+    alone = [run.task.translate([line], run.data, beam=3)[0][0] for line in lines]
+    batched = [h[0] for h in run.task.translate(lines, run.data, beam=3, batch_size=2)]
+    assert [text for text, _ in batched] == [text for text, _ in alone]
+    assert [score for _, score in batched] == pytest.approx([score for _, score in alone], rel=1e-5)
+    assert [text for text, _ in alone[:3]] == ["e d c b a", "f", "e d"]
+
+
+def test_translate_buffer_sorts_but_writes_in_input_order(run_dir, monkeypatch, capsys):
+    text = "R a b c d e\nC f\nR d e\nC a b c d\n"
+    status, out = translate(monkeypatch, capsys, run_dir, text, "--batch", "2", "--buffer", "4")
+    assert status == 0 and out.splitlines() == ["e d c b a", "f", "e d", "a b c d"]
+
+
 def test_translate_empty_stdin_is_empty_output(run_dir, monkeypatch, capsys):
     assert translate(monkeypatch, capsys, run_dir, "") == (0, "")
 
@@ -97,6 +117,29 @@ def test_evaluate_with_data_and_ref(run_dir, tmp_path, capsys):
     assert metrics["bleu_signature"].startswith("nrefs:1|case:mixed|eff:no|tok:13a")
     assert main(["evaluate", str(run_dir), "--json"]) == 0  # the validation split
     assert json.loads(capsys.readouterr().out)["exact_match"] >= 0.99
+
+
+def test_bf16_decoding_gives_the_same_outputs(run_dir, monkeypatch, capsys):
+    """--precision bf16-mixed runs the matrix products in bfloat16 (the logits are bfloat16); outputs stay."""
+    import torch
+
+    from hourglass.cli.text import load_seq2seq
+    from hourglass.precision import autocast
+
+    run = load_seq2seq(str(run_dir))
+    with torch.no_grad(), autocast("bf16-mixed", run.task.device):
+        source = run.data.encode_sources(["R a b c d", "C e f"])
+        logits, _, _ = run.task.decoder.step(torch.tensor([1, 1]),
+                                             run.task.decoder.init_state(run.task.model.encode(source)))
+        hyps = run.task.generate(source, run.data.target_tokenizer, beam=3)
+    assert logits.dtype == torch.bfloat16 and [run.data.target_tokenizer.decode(t) for t in hyps.best()] == \
+        ["d c b a", "e f"]
+    text = "R a b c\nC f e\n"
+    assert translate(monkeypatch, capsys, run_dir, text, "--precision", "bf16-mixed") == \
+        translate(monkeypatch, capsys, run_dir, text) == (0, "c b a\nf e\n")
+    assert main(["evaluate", str(run_dir), "--json", "--precision", "bf16-mixed"]) == 0
+    metrics = json.loads(capsys.readouterr().out)
+    assert metrics["precision"] == "bf16-mixed" and metrics["exact_match"] >= 0.99
 
 
 def test_attention_map(run_dir, tmp_path, capsys):

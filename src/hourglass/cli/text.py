@@ -3,7 +3,8 @@
 ``translate`` streams: a reader thread takes lines from stdin (or ``--input``) into a bounded queue, and each
 batch holds the lines that have arrived, up to ``--batch`` of them. A large file is therefore never loaded at
 once, and an interactive producer that writes one line and waits for its translation gets it at once (a batch
-does not wait to fill up). Output: one line per input line, in the same order; an empty input line gives an
+does not wait to fill up). The lines that have arrived, up to ``--buffer`` of them, are sorted by length into
+batches of ``--batch`` (less padding; fairseq's ``--buffer-size``), and written back in their input order. Output: one line per input line, in the same order; an empty input line gives an
 empty output line. With ``--nbest N``, N lines per input line: ``LINE<TAB>RANK<TAB>SCORE<TAB>TEXT``.
 """
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import IO, Iterator
 
 from hourglass.errors import HourglassError
+from hourglass.precision import add_precision, autocast
 
 _END = object()
 
@@ -27,6 +29,9 @@ def register(sub) -> None:
     p.add_argument("--nbest", type=int, default=1, help="hypotheses per line (<= beam)")
     p.add_argument("--max-len-ratio", type=float, help="longest output, in source lengths (default: the run's)")
     p.add_argument("--batch", type=int, default=64, help="most lines translated together (default 64)")
+    p.add_argument("--buffer", type=int, default=1024,
+                   help="most lines read ahead and sorted by length into batches (default 1024)")
+    add_precision(p)
     p.set_defaults(func=cmd_translate)
 
     p = sub.add_parser("attention", help="draw the attention map of one translation (or image caption) as a PNG")
@@ -91,15 +96,17 @@ def available_batches(lines: Iterator[str], size: int) -> Iterator[list[str]]:
 
 
 def translate_stream(run, lines: Iterator[str], out: IO[str], *, beam: int | None, nbest: int,
-                     max_len_ratio: float | None, batch: int) -> int:
-    """Translate ``lines`` batch by batch, writing and flushing each batch; returns the number of lines."""
+                     max_len_ratio: float | None, batch: int, buffer: int | None = None) -> int:
+    """Translate ``lines`` a buffer at a time (the lines that have arrived, up to ``buffer``; sorted into batches
+    of ``batch``), writing and flushing each buffer in input order; returns the number of lines."""
     task, data = run.task, run.data
     ratio = task.max_len_ratio if max_len_ratio is None else max_len_ratio
     done = 0
-    for chunk in available_batches(lines, batch):
+    for chunk in available_batches(lines, max(batch, buffer or batch)):
         texts = [line.strip() for line in chunk]
         real = [i for i, t in enumerate(texts) if t]  # empty lines are answered with empty lines
-        results = task.translate([texts[i] for i in real], data, beam=beam, nbest=nbest, max_len_ratio=ratio)
+        results = task.translate([texts[i] for i in real], data, beam=beam, nbest=nbest, max_len_ratio=ratio,
+                                 batch_size=batch)
         by_line = dict(zip(real, results))
         for i in range(len(texts)):
             hyps = by_line.get(i, [("", 0.0)] * nbest)
@@ -125,8 +132,9 @@ def cmd_translate(args) -> int:
     if args.nbest > (beam or run.task.beam):
         beam = args.nbest  # an n-best list needs a beam at least that wide
     lines = iter_lines(Path(args.input)) if args.input else iter_lines(sys.stdin.buffer)
-    translate_stream(run, lines, sys.stdout, beam=beam, nbest=args.nbest, max_len_ratio=args.max_len_ratio,
-                     batch=max(1, args.batch))
+    with autocast(args.precision, run.task.device):
+        translate_stream(run, lines, sys.stdout, beam=beam, nbest=args.nbest, max_len_ratio=args.max_len_ratio,
+                         batch=max(1, args.batch), buffer=args.buffer)
     return 0
 
 

@@ -205,14 +205,23 @@ class Seq2SeqTask(Task):
         return beam_search(self.decoder, code, beam=beam, nbest=nbest, length_penalty=alpha, **ids)
 
     def translate(self, items: Sequence[Any], data: Seq2SeqData, *, beam: int | None = None, nbest: int = 1,
-                  max_len_ratio: Any = ...) -> list[list[tuple[str, float]]]:
-        """Raw inputs (sentences, images) -> for each, ``nbest`` (text, score) pairs, best first."""
+                  max_len_ratio: Any = ..., batch_size: int | None = None) -> list[list[tuple[str, float]]]:
+        """Raw inputs (sentences, images) -> for each, ``nbest`` (text, score) pairs, best first, in input order.
+
+        With ``batch_size``, the inputs are decoded that many at a time, token sources sorted by length first
+        (as fairseq and Marian do): a batch of similar lengths pads little, so the encoder, the attention and the
+        search's steps follow each batch's own lengths. A sentence's output does not depend on its batch.
+        """
         if not len(items):
             return []
-        hyps = self.generate(data.encode_sources(items), data.target_tokenizer, beam=beam, nbest=nbest,
-                             max_len_ratio=max_len_ratio)
+        source = data.encode_sources(items)  # (B, S) token ids, or a batch of images
         decode = data.target_tokenizer.decode
-        return [[(decode(t), s) for t, s in zip(ts, ss)] for ts, ss in zip(hyps.tokens, hyps.scores)]
+        results: list[list[tuple[str, float]]] = [[] for _ in items]
+        for rows, part in _length_batches(source, batch_size or len(items)):
+            hyps = self.generate(part, data.target_tokenizer, beam=beam, nbest=nbest, max_len_ratio=max_len_ratio)
+            for row, ts, ss in zip(rows, hyps.tokens, hyps.scores):
+                results[row] = [(decode(t), s) for t, s in zip(ts, ss)]
+        return results
 
     # -- validation: loss and BLEU --------------------------------------------------------------------------------
     def on_validation_epoch_start(self) -> None:
@@ -321,6 +330,21 @@ class Seq2SeqTask(Task):
         target = [tokenizer.decode([t]) or "?" for t in hyps.tokens[k][0]] + ["</s>"]
         target = [p.replace(" ", "") or "▁" for p in target]
         return plots.attention_map(weights[:, : len(source_labels)].float().numpy(), source_labels, target, path)
+
+
+def _length_batches(source: Tensor, size: int) -> Iterator[tuple[list[int], Tensor]]:
+    """(rows, source[rows]) in batches of ``size``. Token ids (B, S) go shortest first, each batch cut to its
+    longest sentence (padding is on the right); other sources (images) keep their order."""
+    if source.dtype != torch.long or source.dim() != 2:
+        for start in range(0, source.shape[0], size):
+            yield list(range(start, min(start + size, source.shape[0]))), source[start : start + size]
+        return
+    lengths = (source != PAD_ID).sum(1)  # (B,)
+    order = lengths.argsort(stable=True)
+    for start in range(0, order.numel(), size):
+        rows = order[start : start + size]
+        width = max(1, int(lengths[rows].max()))
+        yield rows.tolist(), source[rows, :width]
 
 
 def chunks(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
