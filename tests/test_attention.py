@@ -106,16 +106,19 @@ def test_coverage_moves_attention_away_from_covered_positions() -> None:
         attention(query, memory, mask)
 
 
-def test_tanh_matches_torch_in_place_without_grad_and_with_the_same_gradient() -> None:
-    from hourglass.attention import tanh
-
-    x = torch.cat([torch.linspace(-12, 12, 10_000), torch.zeros(1)])
-    expected = torch.tanh(x)
+@pytest.mark.parametrize("coverage", [False, True])
+def test_additive_weights_equal_the_tanh_formula_with_and_without_grad(coverage: bool) -> None:
+    """The sigmoid form gives Bahdanau's weights: softmax_j(v^T tanh(W_q s + W_m m_j [+ w_c cov_j]))."""
+    torch.manual_seed(0)
+    attention = AdditiveAttention(query_dim=6, memory_dim=5, hidden=7, coverage=coverage)
+    query, memory = torch.randn(3, 4, 6), torch.randn(3, 9, 5)
+    mask = torch.arange(9) < torch.tensor([9, 5, 1]).unsqueeze(1)  # (3, 9)
+    cov = torch.rand(3, 9) if coverage else None
+    hidden = attention.query_proj(query).unsqueeze(2) + attention.memory_proj(memory).unsqueeze(1)  # (3, 4, 9, 7)
+    if coverage:
+        hidden = hidden + attention.coverage_proj(cov.unsqueeze(-1)).unsqueeze(1)
+    expected = masked_softmax(attention.v(torch.tanh(hidden)).squeeze(-1), mask.unsqueeze(1))  # (3, 4, 9)
+    _, weights = attention(query, memory, mask, coverage=cov)
     with torch.no_grad():
-        y = x.clone()
-        out = tanh(y)
-    assert out.data_ptr() == y.data_ptr()  # overwritten: no (B, T, S, A) copy in search
-    assert torch.allclose(out, expected, rtol=0, atol=3e-7) and out[-1] == 0 and out.abs().max() <= 1
-    leaf = x.clone().requires_grad_()
-    tanh(leaf).sum().backward()
-    assert torch.allclose(leaf.grad, 1 - expected**2, rtol=0, atol=1e-6) and not torch.equal(leaf, out)
+        _, in_place = attention(query, memory, mask, coverage=cov)
+    assert torch.allclose(weights, expected, atol=1e-6) and torch.equal(weights.detach(), in_place)

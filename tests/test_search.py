@@ -204,6 +204,16 @@ def test_a_beam_that_holds_every_hypothesis_finds_the_exact_optimum() -> None:
 
 
 @torch.no_grad()
+def test_the_first_step_runs_one_row_per_sentence_then_k() -> None:
+    """At the first step the K beams of a sentence are all bos: one row each, expanded to K after it."""
+    decoder, rows = _markov(2), []
+    step = decoder.step
+    decoder.step = lambda tokens, state: (rows.append(tokens.shape[0]), step(tokens, state))[1]
+    hyps = beam_search(decoder, Code(vector=torch.zeros(3, 1)), beam=4, bos=0, eos=1, max_len=6)
+    assert rows[0] == 3 and rows[1] == 3 * 4 and all(n % 4 == 0 for n in rows[1:]) and len(hyps.tokens) == 3
+
+
+@torch.no_grad()
 def test_no_repeat_ngram_is_respected() -> None:
     decoder = _markov(1)
     code = Code(vector=torch.zeros(1, 1))

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from hourglass.code import Code
@@ -172,7 +173,7 @@ def _finalize(finished: _Finished, active: list[int], top: Tensor, origin: Tenso
     """Move eos candidates ranked within the top ``beam`` (as fairseq does) to ``finished``.
 
     top, origin (flat row), token: (B', 2K) candidates of the B' sentences still searched, best first;
-    ``active[b']`` is the sentence's index in the batch; history (B'*K, t); attention (B'*K, t+1, S).
+    ``active[b']`` is the sentence's index in the batch; history (B'*width, t); attention (B'*width, t+1, S).
     """
     hits = (token[:, :beam] == eos) & top[:, :beam].isfinite()  # (B', K)
     for i, j in hits.nonzero().tolist():
@@ -183,6 +184,21 @@ def _finalize(finished: _Finished, active: list[int], top: Tensor, origin: Tenso
         tokens = history[row].tolist()
         score = float(top[i, j]) / gnmt_penalty(len(tokens) + 1, alpha)
         finished[b].append((score, tokens, None if attention is None else attention[row]))
+
+
+def _candidates(scores: Tensor, logp: Tensor, width: int, beam: int) -> tuple[Tensor, Tensor, Tensor]:
+    """The best 2K extensions of each sentence's ``width`` rows: scores, flat origin rows, tokens, each (B', 2K).
+
+    scores (B'*width,), logp (B'*width, V). A vocabulary too small to give 2K candidates gets -inf ones, which
+    no search step keeps while a finite one is left.
+    """
+    vocab = logp.shape[1]
+    flat = (scores.unsqueeze(1) + logp).view(-1, width * vocab)  # (B', width*V)
+    if flat.shape[1] < 2 * beam:
+        flat = F.pad(flat, (0, 2 * beam - flat.shape[1]), value=float("-inf"))
+    top, idx = flat.topk(2 * beam, dim=1)
+    here = torch.arange(flat.shape[0], device=flat.device).unsqueeze(1) * width  # (B', 1) first row of each
+    return top, (idx // vocab).clamp(max=width - 1) + here, idx % vocab
 
 
 def _next_beams(top: Tensor, origin: Tensor, token: Tensor, *, eos: int, beam: int) -> tuple[Tensor, Tensor, Tensor]:
@@ -206,29 +222,26 @@ def beam_search(decoder: SequenceDecoder, code: Code, *, beam: int, bos: int, eo
         raise ValueError(f"nbest must be between 1 and beam={beam}, got {nbest}")
     batch, k, device, alpha = code.batch_size, beam, _device(decoder), length_penalty
     limit = _limits(max_len, batch, device)
-    rows = torch.arange(batch, device=device)
-    state = decoder.reorder_state(decoder.init_state(code), rows.repeat_interleave(k))  # B*K rows
-    tokens = torch.full((batch * k,), bos, dtype=torch.long, device=device)
-    history = tokens.new_zeros(batch * k, 0)  # (B'*K, t)
-    attention, scores = None, None  # (B'*K, t, S), (B'*K,)
+    # At the first step all K beams of a sentence are the same hypothesis (bos), so it runs on one row per
+    # sentence (``width`` = 1) and expands to K rows after it; from then on, K rows per sentence.
+    state, width = decoder.init_state(code), 1
+    tokens = torch.full((batch,), bos, dtype=torch.long, device=device)
+    history = tokens.new_zeros(batch, 0)  # (B'*width, t)
+    attention, scores = None, torch.zeros(batch, device=device)  # (B'*width, t, S), (B'*width,)
     finished: _Finished = [[] for _ in range(batch)]
     done = torch.zeros(batch, dtype=torch.bool, device=device)
-    # The sentences still searched (B' of them, K rows each, in order). A finished sentence leaves the batch,
-    # as in fairseq, so the decoder's work follows the sentences that remain, not the longest one.
-    active = rows
+    # The sentences still searched (B' of them, in order). A finished sentence leaves the batch, as in
+    # fairseq, so the decoder's work follows the sentences that remain, not the longest one.
+    active = torch.arange(batch, device=device)
     for t in range(int(limit.max()) + 1):
         logits, state, weights = decoder.step(tokens, state)
-        logp = torch.log_softmax(logits.float(), -1)  # (B'*K, V); float32 even when autocast gives bfloat16
-        if scores is None:  # only the first beam is alive at the start, or all K would expand the same way
-            scores = logp.new_full((batch, k), float("-inf")).index_fill_(1, rows.new_zeros(1), 0.0).view(-1)
-        row_limit = limit[active].repeat_interleave(k)  # (B'*K,)
+        logp = torch.log_softmax(logits.float(), -1)  # (B'*width, V); float32 even when autocast gives bfloat16
+        row_limit = limit[active].repeat_interleave(width)  # (B'*width,)
         logp = ban_repeats(_force_eos(logp, t, row_limit, eos), history, no_repeat_ngram)
         if weights is not None:
-            step_weights = weights.unsqueeze(1)  # (B'*K, 1, S)
+            step_weights = weights.unsqueeze(1)  # (B'*width, 1, S)
             attention = step_weights if attention is None else torch.cat([attention, step_weights], 1)
-        vocab, here = logp.shape[1], torch.arange(active.numel(), device=device)
-        top, idx = (scores.unsqueeze(1) + logp).view(-1, k * vocab).topk(min(2 * k, k * vocab), dim=1)
-        origin, token = idx // vocab + here.unsqueeze(1) * k, idx % vocab  # (B', 2K) flat rows and tokens
+        top, origin, token = _candidates(scores, logp, width, k)  # (B', 2K) each
         _finalize(finished, active.tolist(), top, origin, token, history, attention, eos=eos, beam=k, alpha=alpha)
         done = done | (limit <= t) | torch.tensor([len(f) >= k for f in finished], device=device)
         if bool(done.all()):
@@ -236,8 +249,8 @@ def beam_search(decoder: SequenceDecoder, code: Code, *, beam: int, bos: int, eo
         keep = ~done[active]  # (B',)
         if not bool(keep.all()):  # drop the sentences that are done: their rows leave ``select`` below
             top, origin, token, active = top[keep], origin[keep], token[keep], active[keep]
-        scores, select, tokens = _next_beams(top, origin, token, eos=eos, beam=k)
-        state = decoder.reorder_state(state, select)
+        scores, select, tokens = _next_beams(top, origin, token, eos=eos, beam=k)  # (B'*K,) each
+        state, width = decoder.reorder_state(state, select), k
         history = torch.cat([history[select], tokens.unsqueeze(1)], 1)  # (B'*K, t+1)
         attention = None if attention is None else attention[select]
     return _collect(finished, nbest, _trimmer(code))

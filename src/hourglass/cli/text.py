@@ -28,7 +28,7 @@ def register(sub) -> None:
     p.add_argument("--beam", type=int, help="beam size (default: the run's task.beam; 1 = greedy)")
     p.add_argument("--nbest", type=int, default=1, help="hypotheses per line (<= beam)")
     p.add_argument("--max-len-ratio", type=float, help="longest output, in source lengths (default: the run's)")
-    p.add_argument("--batch", type=int, default=64, help="most lines translated together (default 64)")
+    p.add_argument("--batch", type=int, default=128, help="most lines translated together (default 128)")
     p.add_argument("--buffer", type=int, default=1024,
                    help="most lines read ahead and sorted by length into batches (default 1024)")
     add_precision(p)
