@@ -1,9 +1,9 @@
 """Inference precision: float32, or bfloat16 autocast for the matrix products (``"bf16-mixed"``).
 
 The names are Lightning's ``trainer.precision`` names, so one word means the same in training and decoding.
-Under ``"bf16-mixed"`` torch's autocast runs linear layers, matrix products and convolutions in bfloat16 and
-keeps reductions (softmax, layer norm) in float32; search scores stay float32 (:mod:`hourglass.search` casts the
-logits). On CPUs with AVX512-BF16 or AMX, and on recent GPUs, this is the fast path; elsewhere bfloat16 is
+Under ``"bf16-mixed"`` torch's autocast runs linear layers, matrix products and convolutions in bfloat16 (and
+the operations on their outputs then see bfloat16 too); search scores stay float32, as :mod:`hourglass.search`
+casts the logits before the log-softmax. On CPUs with AVX512-BF16 or AMX, and on recent GPUs, this is the fast path; elsewhere bfloat16 is
 emulated and slower, which is why float32 is the default.
 """
 from __future__ import annotations

@@ -78,30 +78,43 @@ def _trimmer(code: Code) -> Callable[[Tensor | None, int], Tensor | None]:
 # --------------------------------------------------------------------------------------------- greedy & sampling
 def _decode(decoder: SequenceDecoder, code: Code, choose: Callable[[Tensor], Tensor], *, bos: int, eos: int,
             max_len: int | Tensor) -> Hypotheses:
-    """Pick one token per sentence and step, with ``choose(logp (B, V)) -> (B,)``, until every sentence ends."""
+    """Pick one token per sentence and step, with ``choose(logp (B', V)) -> (B',)``, until every sentence ends."""
     batch, device = code.batch_size, _device(decoder)
     limit = _limits(max_len, batch, device)
     state = decoder.init_state(code)
     tokens = torch.full((batch,), bos, dtype=torch.long, device=device)
-    done = torch.zeros(batch, dtype=torch.bool, device=device)
-    score, chosen, attention = None, [], []
+    # The sentences still decoded (B' of them, in order): a sentence that ends leaves the batch, as in beam search.
+    active, score = torch.arange(batch, device=device), torch.zeros(batch, device=device)
+    steps = []  # per step: (active (B',), tokens (B',), weights (B', S) or None)
     for t in range(int(limit.max()) + 1):
         logits, state, weights = decoder.step(tokens, state)
-        logp = _force_eos(torch.log_softmax(logits.float(), -1), t, limit, eos)  # (B, V), float32 scores
-        tokens = choose(logp)  # (B,)
-        gained = logp.gather(1, tokens.unsqueeze(1)).squeeze(1)  # (B,)
+        logp = _force_eos(torch.log_softmax(logits.float(), -1), t, limit[active], eos)  # (B', V), float32
+        tokens = choose(logp)  # (B',)
+        gained = logp.gather(1, tokens.unsqueeze(1)).squeeze(1)  # (B',)
         # The same additions as beam search's ``scores + logp``, so that beam 1 equals greedy bit for bit.
-        score = gained if score is None else torch.where(done, score, score + gained)
-        chosen.append(tokens)
-        attention.append(weights)
-        done = done | (tokens == eos)
-        if bool(done.all()):
-            break
-    steps = torch.stack(chosen, 1).tolist()  # (B, T')
-    weights = None if attention[0] is None else torch.stack(attention, 1)  # (B, T', S)
-    trim = _trimmer(code)
+        score[active] = gained if t == 0 else score[active] + gained
+        steps.append((active, tokens, weights))
+        going = tokens != eos  # (B',)
+        if not bool(going.all()):
+            if not bool(going.any()):
+                break
+            rows = going.nonzero().squeeze(1)
+            active, tokens, state = active[rows], tokens[rows], decoder.reorder_state(state, rows)
+    return _assemble(steps, batch, score, eos, _trimmer(code))
+
+
+def _assemble(steps: list[tuple[Tensor, Tensor, Tensor | None]], batch: int, score: Tensor, eos: int,
+              trim: Callable[[Tensor | None, int], Tensor | None]) -> Hypotheses:
+    """Per-step (sentences, tokens, attention) of a shrinking batch -> one hypothesis per sentence."""
+    first = steps[0][1]
+    table = first.new_full((batch, len(steps)), eos)  # (B, T') tokens, eos after a sentence's end
+    weights = None if steps[0][2] is None else steps[0][2].new_zeros(batch, len(steps), steps[0][2].shape[-1])
+    for t, (active, tokens, step_weights) in enumerate(steps):
+        table[active, t] = tokens
+        if weights is not None:
+            weights[active, t] = step_weights
     out_tokens, out_attention = [], []
-    for b, row in enumerate(steps):
+    for b, row in enumerate(table.tolist()):
         n = row.index(eos) if eos in row else len(row)
         out_tokens.append([row[:n]])
         out_attention.append(None if weights is None else trim(weights[b, : n + 1], b))

@@ -4,8 +4,9 @@
 batch holds the lines that have arrived, up to ``--batch`` of them. A large file is therefore never loaded at
 once, and an interactive producer that writes one line and waits for its translation gets it at once (a batch
 does not wait to fill up). The lines that have arrived, up to ``--buffer`` of them, are sorted by length into
-batches of ``--batch`` (less padding; fairseq's ``--buffer-size``), and written back in their input order. Output: one line per input line, in the same order; an empty input line gives an
-empty output line. With ``--nbest N``, N lines per input line: ``LINE<TAB>RANK<TAB>SCORE<TAB>TEXT``.
+batches of ``--batch`` (less padding; fairseq's ``--buffer-size``). Output: one line per input line, in the
+input order; an empty input line gives an empty output line. With ``--nbest N``, N lines per input line:
+``LINE<TAB>RANK<TAB>SCORE<TAB>TEXT``.
 """
 from __future__ import annotations
 
