@@ -135,6 +135,22 @@ def test_sentences_that_finish_early_leave_the_batch_without_changing_any_result
             assert torch.allclose(alone.attention[0], batched.attention[i], atol=1e-9)
 
 
+@pytest.mark.parametrize("enc,dec", [("gru", "gru-attention"), ("transformer", "transformer")])
+@torch.no_grad()
+def test_greedy_drops_finished_sentences_without_changing_any_result(enc: str, dec: str) -> None:
+    encoder, decoder = _model(enc, dec)
+    src, limits, rows = _sources(), torch.tensor([1, 9, 3, 6]), []
+    step = decoder.step
+    decoder.step = lambda tokens, state: (rows.append(tokens.shape[0]), step(tokens, state))[1]
+    batched = greedy(decoder, encoder(src), bos=BOS, eos=EOS, max_len=limits)
+    assert rows[0] == 4 and rows[-1] < 4 and rows == sorted(rows, reverse=True)  # the batch shrinks
+    for i in range(src.shape[0]):
+        alone = greedy(decoder, encoder(_unpadded(src, i)), bos=BOS, eos=EOS, max_len=int(limits[i]))
+        assert alone.tokens[0] == batched.tokens[i] and len(batched.tokens[i][0]) <= limits[i]
+        assert alone.scores[0] == pytest.approx(batched.scores[i], abs=1e-9)
+        assert torch.allclose(alone.attention[0], batched.attention[i], atol=1e-9)
+
+
 @torch.no_grad()
 def test_nbest_is_sorted_distinct_and_scores_are_model_log_probabilities(trained) -> None:
     encoder, decoder = trained
