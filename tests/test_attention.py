@@ -122,3 +122,16 @@ def test_additive_weights_equal_the_tanh_formula_with_and_without_grad(coverage:
     with torch.no_grad():
         _, in_place = attention(query, memory, mask, coverage=cov)
     assert torch.allclose(weights, expected, atol=1e-6) and torch.equal(weights.detach(), in_place)
+
+
+def test_additive_weights_under_bfloat16_autocast_stay_close_to_float32() -> None:
+    """The score carries no offset (such as sum(v)) that bfloat16 would round coarsely."""
+    torch.manual_seed(0)
+    attention = AdditiveAttention(query_dim=64, memory_dim=32, hidden=64)
+    with torch.no_grad():
+        attention.v.weight.abs_().mul_(8)  # a large sum(v), as trained models can have
+        query, memory, mask = torch.randn(8, 1, 64), torch.randn(8, 20, 32), torch.ones(8, 20, dtype=torch.bool)
+        _, reference = attention(query, memory, mask)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            _, low = attention(query, memory, mask)
+    assert low.dtype == torch.bfloat16 and (low.float() - reference).abs().max() < 0.03

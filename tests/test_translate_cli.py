@@ -161,3 +161,18 @@ def test_translate_refuses_a_run_that_is_not_seq2seq(tmp_path, tiny_config, caps
     save_weights(task.model, tmp_path / "model.safetensors", {"config": config.to_dict()})
     assert main(["translate", str(tmp_path)]) == 2
     assert "not a sequence-to-sequence" in capsys.readouterr().err
+    assert main(["evaluate", str(tmp_path), "--precision", "bf16-mixed"]) == 2  # an autoencoder: not a search
+    assert "--precision bf16-mixed applies to sequence-to-sequence runs" in capsys.readouterr().err
+
+
+def test_length_batches_sort_trim_and_keep_other_sources_in_order():
+    import torch
+
+    from hourglass.tasks.seq2seq import _length_batches
+
+    pad = 7  # not 0: the data module's own pad id is what counts
+    source = torch.tensor([[1, 2, 3, pad], [4, pad, pad, pad], [5, 6, 3, 2], [8, 9, pad, pad]])
+    batches = [(rows, part.tolist()) for rows, part in _length_batches(source, 2, pad)]
+    assert batches == [([1, 3], [[4, pad], [8, 9]]), ([0, 2], [[1, 2, 3, pad], [5, 6, 3, 2]])]
+    images = torch.zeros(3, 1, 4, 4)
+    assert [rows for rows, _ in _length_batches(images, 2)] == [[0, 1], [2]]

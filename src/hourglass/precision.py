@@ -3,7 +3,8 @@
 The names are Lightning's ``trainer.precision`` names, so one word means the same in training and decoding.
 Under ``"bf16-mixed"`` torch's autocast runs linear layers, matrix products and convolutions in bfloat16 (and
 the operations on their outputs then see bfloat16 too); search scores stay float32, as :mod:`hourglass.search`
-casts the logits before the log-softmax. On CPUs with AVX512-BF16 or AMX, and on recent GPUs, this is the fast path; elsewhere bfloat16 is
+casts the logits before the log-softmax. ``evaluate`` then computes its loss and perplexity from bfloat16
+products too. On CPUs with AVX512-BF16 or AMX, and on recent GPUs, this is the fast path; elsewhere bfloat16 is
 emulated and slower, which is why float32 is the default.
 """
 from __future__ import annotations

@@ -53,6 +53,14 @@ def _limits(max_len: int | Tensor, batch: int, device: torch.device) -> Tensor:
     return torch.full((batch,), int(max_len), dtype=torch.long, device=device)
 
 
+def _log_probs(logits: Tensor) -> Tensor:
+    """logits (N, V) -> log-probabilities, at least float32: scores summed over many steps must not be rounded
+    to bfloat16 or float16 (autocast gives such logits); float64 stays float64."""
+    if logits.dtype in (torch.bfloat16, torch.float16):
+        logits = logits.float()
+    return torch.log_softmax(logits, -1)
+
+
 def _force_eos(logp: Tensor, t: int, limit: Tensor, eos: int) -> Tensor:
     """logp (N, V): rows whose hypothesis has ``limit`` tokens (``t >= limit``) may only end."""
     full = (limit <= t).unsqueeze(1)  # (N, 1)
@@ -84,15 +92,18 @@ def _decode(decoder: SequenceDecoder, code: Code, choose: Callable[[Tensor], Ten
     state = decoder.init_state(code)
     tokens = torch.full((batch,), bos, dtype=torch.long, device=device)
     # The sentences still decoded (B' of them, in order): a sentence that ends leaves the batch, as in beam search.
-    active, score = torch.arange(batch, device=device), torch.zeros(batch, device=device)
+    active, score = torch.arange(batch, device=device), None
     steps = []  # per step: (active (B',), tokens (B',), weights (B', S) or None)
     for t in range(int(limit.max()) + 1):
         logits, state, weights = decoder.step(tokens, state)
-        logp = _force_eos(torch.log_softmax(logits.float(), -1), t, limit[active], eos)  # (B', V), float32
+        logp = _force_eos(_log_probs(logits), t, limit[active], eos)  # (B', V)
         tokens = choose(logp)  # (B',)
         gained = logp.gather(1, tokens.unsqueeze(1)).squeeze(1)  # (B',)
         # The same additions as beam search's ``scores + logp``, so that beam 1 equals greedy bit for bit.
-        score[active] = gained if t == 0 else score[active] + gained
+        if score is None:
+            score = gained  # the first step: every sentence is active
+        else:
+            score[active] = score[active] + gained
         steps.append((active, tokens, weights))
         going = tokens != eos  # (B',)
         if not bool(going.all()):
@@ -240,7 +251,7 @@ def beam_search(decoder: SequenceDecoder, code: Code, *, beam: int, bos: int, eo
     state, width = decoder.init_state(code), 1
     tokens = torch.full((batch,), bos, dtype=torch.long, device=device)
     history = tokens.new_zeros(batch, 0)  # (B'*width, t)
-    attention, scores = None, torch.zeros(batch, device=device)  # (B'*width, t, S), (B'*width,)
+    attention, scores = None, None  # (B'*width, t, S), (B'*width,)
     finished: _Finished = [[] for _ in range(batch)]
     done = torch.zeros(batch, dtype=torch.bool, device=device)
     # The sentences still searched (B' of them, in order). A finished sentence leaves the batch, as in
@@ -248,7 +259,8 @@ def beam_search(decoder: SequenceDecoder, code: Code, *, beam: int, bos: int, eo
     active = torch.arange(batch, device=device)
     for t in range(int(limit.max()) + 1):
         logits, state, weights = decoder.step(tokens, state)
-        logp = torch.log_softmax(logits.float(), -1)  # (B'*width, V); float32 even when autocast gives bfloat16
+        logp = _log_probs(logits)  # (B'*width, V)
+        scores = logp.new_zeros(batch) if scores is None else scores  # the first step: one row per sentence
         row_limit = limit[active].repeat_interleave(width)  # (B'*width,)
         logp = ban_repeats(_force_eos(logp, t, row_limit, eos), history, no_repeat_ngram)
         if weights is not None:

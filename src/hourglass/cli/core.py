@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 from hourglass import recipebook
-from hourglass.errors import CheckpointError
+from hourglass.errors import CheckpointError, HourglassError
 from hourglass.precision import add_precision, autocast
 
 
@@ -78,8 +78,14 @@ def _print_metrics(metrics: dict, as_json: bool) -> None:
 
 def cmd_evaluate(args) -> int:
     from hourglass.run import Run
+    from hourglass.tasks.seq2seq import Seq2SeqTask
 
     run = Run.load(args.run)
+    if args.precision != "32-true" and not isinstance(run.task, Seq2SeqTask):
+        raise HourglassError(
+            f'--precision {args.precision} applies to sequence-to-sequence runs (translation, captioning), whose '
+            f'evaluation is a search; {args.run} is a "{run.config.task.name}" run. Leave --precision out.'
+        )
     with autocast(args.precision, run.task.device):
         metrics = run.evaluate(args.data, args.ref)
     _print_metrics({**metrics, "precision": args.precision} if args.precision != "32-true" else metrics, args.json)

@@ -41,6 +41,7 @@ class TransformerState(NamedTuple):
     self_values: tuple[Tensor, ...]  # L x (B, h, t, dh)   tensor: stacking would copy the cache every step
     prefix: Tensor  # (B, t) the tokens decoded so far (their count is the next position)
     groups: int = 1  # rows per source: rows [n*groups, (n+1)*groups) read source n
+    order: Tensor | None = None  # (B,) a pending reorder: row i of the caches is row order[i] of self_keys
 
 
 class MultiHeadAttention(nn.Module):
@@ -94,14 +95,16 @@ class DecoderLayer(nn.Module):
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, x: Tensor, past: tuple[Tensor, Tensor], cross: tuple[Tensor, Tensor], causal: Tensor,
-                memory_mask: Tensor, groups: int = 1) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """x (B, T, D); past keys/values (B, h, t, dh); cross keys/values (N, h, S, dh) and memory_mask (N, S)
-        for N = B / groups sources; causal (T, t+T). Returns x (B, T, D), keys and values (B, h, t+T, dh), cross
+                memory_mask: Tensor, groups: int = 1, order: Tensor | None = None
+                ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """x (B, T, D); past keys/values (B0, h, t, dh), whose rows ``order`` (B,) are this batch's (all B0 rows
+        when None); cross keys/values (N, h, S, dh) and memory_mask (N, S) for N = B / groups sources; causal
+        (T, t+T). Returns x (B, T, D), keys and values (B, h, t+T, dh), cross
         weights (B, h, T, S).
         """
         h = self.self_norm(x)
         k, v = self.self_attn.project_kv(h)  # (B, h, T, dh)
-        k, v = torch.cat([past[0], k], 2), torch.cat([past[1], v], 2)  # (B, h, t+T, dh)
+        k, v = _append(past[0], k, order), _append(past[1], v, order)  # (B, h, t+T, dh)
         x = x + self.dropout(self.self_attn(h, k, v, causal)[0])
         a, weights = self._cross(self.cross_norm(x), cross, memory_mask, groups)
         x = x + self.dropout(a)
@@ -172,7 +175,7 @@ class TransformerDecoder(SequenceDecoder):
         for i, layer in enumerate(self.layers):
             past = (state.self_keys[i], state.self_values[i])
             x, k, v, weights = layer(x, past, (state.cross_keys[i], state.cross_values[i]), causal, state.mask,
-                                     state.groups)
+                                     state.groups, state.order)
             keys.append(k)
             values.append(v)
         logits = self.output(self.norm(x))  # (B, T, V)
@@ -188,7 +191,7 @@ class TransformerDecoder(SequenceDecoder):
         prefix = torch.cat([state.prefix, tokens.unsqueeze(1)], 1)  # (B, t+1)
         if self.use_cache:
             logits, weights, keys, values = self._run(tokens.unsqueeze(1), state)  # (B, 1, V), (B, 1, S)
-            state = state._replace(self_keys=keys, self_values=values, prefix=prefix)
+            state = state._replace(self_keys=keys, self_values=values, prefix=prefix, order=None)
         else:
             # Without the cache, the whole prefix is decoded again from position 0 (for benchmarks).
             logits, weights, _, _ = self._run(prefix, state)  # (B, t+1, V), (B, t+1, S)
@@ -196,16 +199,27 @@ class TransformerDecoder(SequenceDecoder):
         return logits[:, -1], state, weights[:, -1]
 
     def reorder_state(self, state: TransformerState, index: Tensor) -> TransformerState:
-        """Rows ``index`` (B',) of the state. The per-row parts (self-attention cache, prefix) are selected;
-        the per-source parts move only if the sources the new rows read are not already in place."""
+        """Rows ``index`` (B',) of the state. The per-source parts move only if the sources the new rows read are
+        not already in place. The self-attention caches are not copied here: the reorder is kept pending and the
+        next step gathers the rows as it appends its keys and values (one copy of the cache per step, not two)."""
         keep, groups = regroup(index, state.groups, state.mask.shape[0])
         cross_keys, cross_values, mask = state.cross_keys, state.cross_values, state.mask
         if keep is not None:
             cross_keys, cross_values, mask = cross_keys.index_select(1, keep), cross_values.index_select(1, keep), \
                 mask.index_select(0, keep)
-        return TransformerState(
-            cross_keys=cross_keys, cross_values=cross_values, mask=mask, groups=groups,
-            self_keys=tuple(k.index_select(0, index) for k in state.self_keys),
-            self_values=tuple(v.index_select(0, index) for v in state.self_values),
-            prefix=state.prefix.index_select(0, index),
-        )
+        return state._replace(cross_keys=cross_keys, cross_values=cross_values, mask=mask, groups=groups,
+                              prefix=state.prefix.index_select(0, index),
+                              order=index if state.order is None else state.order.index_select(0, index))
+
+
+def _append(past: Tensor, new: Tensor, order: Tensor | None) -> Tensor:
+    """past (B0, h, t, dh), new (B, h, T, dh) -> (B, h, t+T, dh): rows ``order`` (B,) of ``past`` (all of them when
+    None), then ``new``. Gathering into the result directly copies the cache once, where index_select and then
+    cat would copy it twice (beam search reorders every step)."""
+    if order is None or past.dtype != new.dtype:  # (a cache made outside autocast and a step inside it)
+        return torch.cat([past if order is None else past.index_select(0, order), new], 2)
+    t = past.shape[2]
+    out = new.new_empty(new.shape[0], new.shape[1], t + new.shape[2], new.shape[3])
+    torch.index_select(past, 0, order, out=out[:, :, :t])
+    out[:, :, t:] = new
+    return out

@@ -210,14 +210,16 @@ class Seq2SeqTask(Task):
 
         With ``batch_size``, the inputs are decoded that many at a time, token sources sorted by length first
         (as fairseq and Marian do): a batch of similar lengths pads little, so the encoder, the attention and the
-        search's steps follow each batch's own lengths. A sentence's output does not depend on its batch.
+        search's steps follow each batch's own lengths. A sentence gets the same output in any batch (up to float
+        rounding; sampling's random draws do depend on the batch).
         """
         if not len(items):
             return []
         source = data.encode_sources(items)  # (B, S) token ids, or a batch of images
         decode = data.target_tokenizer.decode
         results: list[list[tuple[str, float]]] = [[] for _ in items]
-        for rows, part in _length_batches(source, batch_size or len(items)):
+        pad_id = getattr(getattr(data, "source_tokenizer", None), "pad_id", PAD_ID)  # what encode_sources pads with
+        for rows, part in _length_batches(source, batch_size or len(items), pad_id):
             hyps = self.generate(part, data.target_tokenizer, beam=beam, nbest=nbest, max_len_ratio=max_len_ratio)
             for row, ts, ss in zip(rows, hyps.tokens, hyps.scores):
                 results[row] = [(decode(t), s) for t, s in zip(ts, ss)]
@@ -332,14 +334,14 @@ class Seq2SeqTask(Task):
         return plots.attention_map(weights[:, : len(source_labels)].float().numpy(), source_labels, target, path)
 
 
-def _length_batches(source: Tensor, size: int) -> Iterator[tuple[list[int], Tensor]]:
+def _length_batches(source: Tensor, size: int, pad_id: int = PAD_ID) -> Iterator[tuple[list[int], Tensor]]:
     """(rows, source[rows]) in batches of ``size``. Token ids (B, S) go shortest first, each batch cut to its
     longest sentence (padding is on the right); other sources (images) keep their order."""
     if source.dtype != torch.long or source.dim() != 2:
         for start in range(0, source.shape[0], size):
             yield list(range(start, min(start + size, source.shape[0]))), source[start : start + size]
         return
-    lengths = (source != PAD_ID).sum(1)  # (B,)
+    lengths = (source != pad_id).sum(1)  # (B,)
     order = lengths.argsort(stable=True)
     for start in range(0, order.numel(), size):
         rows = order[start : start + size]
