@@ -117,8 +117,7 @@ def _decode(decoder: SequenceDecoder, code: Code, choose: Callable[[Tensor], Ten
 def _assemble(steps: list[tuple[Tensor, Tensor, Tensor | None]], batch: int, score: Tensor, eos: int,
               trim: Callable[[Tensor | None, int], Tensor | None]) -> Hypotheses:
     """Per-step (sentences, tokens, attention) of a shrinking batch -> one hypothesis per sentence."""
-    first = steps[0][1]
-    table = first.new_full((batch, len(steps)), eos)  # (B, T') tokens, eos after a sentence's end
+    table = steps[0][1].new_full((batch, len(steps)), eos)  # (B, T') tokens, eos after a sentence's end
     weights = None if steps[0][2] is None else steps[0][2].new_zeros(batch, len(steps), steps[0][2].shape[-1])
     for t, (active, tokens, step_weights) in enumerate(steps):
         table[active, t] = tokens

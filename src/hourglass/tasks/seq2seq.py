@@ -103,6 +103,7 @@ def smoothed_cross_entropy(logits: Tensor, gold: Tensor, pad_id: int, smoothing:
     uniform = -(logp.mean(-1) * real).sum() / real.sum().clamp(min=1)
     return (1 - smoothing) * nll + smoothing * uniform, nll
 
+
 @register_task("seq2seq")
 class Seq2SeqTask(Task):
     """Teacher-forced training with label smoothing; greedy/beam search (:mod:`hourglass.search`) to generate.
