@@ -80,6 +80,21 @@ def test_an_all_padding_row_gives_zero_weights_not_nan() -> None:
     assert weights[1].abs().sum() == 0 and torch.isclose(weights[0].sum(), torch.tensor(1.0))
 
 
+def test_masked_softmax_is_the_same_with_and_without_autograd_and_keeps_a_tensor_autograd_needs() -> None:
+    """Without a gradient the scores are masked in place (they are the caller's scratch); with one, they are
+    left as they are, since autograd may need them."""
+    scores = torch.randn(2, 3, 5)
+    mask = torch.tensor([[True, True, False, True, False], [False] * 5]).unsqueeze(1)  # (2, 1, 5)
+    tracked = scores.clone().requires_grad_(True)
+    with_grad = masked_softmax(tracked, mask)
+    assert torch.equal(tracked.detach(), scores), "the scores autograd keeps must not change"
+    with torch.no_grad():
+        without = masked_softmax(scores.clone(), mask)
+    assert torch.equal(with_grad.detach(), without) and without[1].abs().sum() == 0
+    with_grad.sum().backward()
+    assert torch.equal(masked_softmax(scores.clone(), None), torch.softmax(scores, -1))
+
+
 def test_gradients_reach_query_and_memory() -> None:
     query, memory, mask = _inputs()
     query.requires_grad_(True)

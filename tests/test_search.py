@@ -16,7 +16,8 @@ import hourglass.encoders.transformer  # noqa: F401
 from hourglass._registry import DECODERS, ENCODERS
 from hourglass.code import Code
 from hourglass.decoders.base import SequenceDecoder
-from hourglass.search import ban_repeats, beam_search, filter_logits, gnmt_penalty, greedy, sample
+import hourglass.search as search_module
+from hourglass.search import _block, _block_topk, ban_repeats, beam_search, filter_logits, gnmt_penalty, greedy, sample
 
 PAD, BOS, EOS, VOCAB = 0, 2, 3, 12
 SMALL = {
@@ -27,11 +28,11 @@ SMALL = {
 PAIRS = [("gru", "gru"), ("gru", "gru-attention"), ("lstm", "lstm-attention"), ("transformer", "transformer")]
 
 
-def _model(enc: str, dec: str, seed: int = 0) -> tuple[nn.Module, SequenceDecoder]:
+def _model(enc: str, dec: str, seed: int = 0, vocab: int = VOCAB) -> tuple[nn.Module, SequenceDecoder]:
     """An untrained pair in float64, so that float noise cannot flip a near-tie between batch layouts."""
     torch.manual_seed(seed)
-    encoder = ENCODERS.get(enc)(vocab_size=VOCAB, pad_id=PAD, **SMALL[enc])
-    decoder = DECODERS.get(dec)(code=encoder.spec, vocab_size=VOCAB, pad_id=PAD, **SMALL[dec])
+    encoder = ENCODERS.get(enc)(vocab_size=vocab, pad_id=PAD, **SMALL[enc])
+    decoder = DECODERS.get(dec)(code=encoder.spec, vocab_size=vocab, pad_id=PAD, **SMALL[dec])
     return encoder.double().eval(), decoder.double().eval()
 
 
@@ -227,6 +228,44 @@ def test_the_first_step_runs_one_row_per_sentence_then_k() -> None:
     decoder.step = lambda tokens, state: (rows.append(tokens.shape[0]), step(tokens, state))[1]
     hyps = beam_search(decoder, Code(vector=torch.zeros(3, 1)), beam=4, bos=0, eos=1, max_len=6)
     assert rows[0] == 3 and rows[1] == 3 * 4 and all(n % 4 == 0 for n in rows[1:]) and len(hyps.tokens) == 3
+
+
+def test_block_sizes_divide_the_vocabulary_and_leave_enough_blocks() -> None:
+    assert _block(4000, 10, 5) == 160 and _block(4000, 10, 1) == 160  # 25 blocks a row
+    assert _block(96, 10, 5) == 48  # a multiple of 16 first; 2 blocks a row, 10 a sentence
+    assert _block(4001, 10, 5) is None and _block(12, 4, 2) is None  # no divisor from 32 to 256: plain top-k
+    assert _block(64, 10, 1) is None  # 2 blocks cannot hold the 10 best
+
+
+@pytest.mark.parametrize("width", [1, 5])
+def test_block_topk_gives_exactly_the_plain_topk(width: int) -> None:
+    """The block-maxima selection returns the same k best (values bit for bit), also with rows that may only
+    end (all -inf but eos) and sentences with fewer than k finite candidates."""
+    g = torch.Generator().manual_seed(0)
+    sentences, vocab, k = 6, 4000, 10
+    logp = torch.log_softmax(3 * torch.randn(sentences * width, vocab, generator=g, dtype=torch.float64), -1)
+    logp[2] = float("-inf")
+    logp[2, 7] = -1.5  # a row forced to end
+    logp[3 * width : 4 * width] = float("-inf")
+    logp[3 * width : 4 * width, 7] = -0.5  # a whole sentence forced to end: width finite candidates, k - width -inf
+    scores = torch.randn(sentences * width, generator=g, dtype=torch.float64)
+    top, idx = _block_topk(scores, logp.clone(), width, k, _block(vocab, k, width))
+    flat = (scores.unsqueeze(1) + logp).view(sentences, -1)
+    assert torch.equal(top, flat.topk(k, dim=1).values)
+    assert torch.equal(flat.gather(1, idx), top)
+    assert all(len(set(row)) == k for row in idx.tolist()), "k distinct candidates per sentence"
+
+
+@pytest.mark.parametrize("enc,dec", [("gru", "gru-attention"), ("transformer", "transformer")])
+@torch.no_grad()
+def test_beam_search_is_the_same_with_block_topk_and_plain_topk(enc: str, dec: str, monkeypatch) -> None:
+    """A vocabulary of 640 takes the block path (blocks of 160) from the second step on."""
+    encoder, decoder = _model(enc, dec, vocab=640)
+    code = encoder(_sources())
+    blocked = beam_search(decoder, code, beam=5, bos=BOS, eos=EOS, max_len=9, length_penalty=1.0, nbest=3)
+    monkeypatch.setattr(search_module, "_block", lambda vocab, k, width: None)
+    _assert_same(blocked, beam_search(decoder, code, beam=5, bos=BOS, eos=EOS, max_len=9, length_penalty=1.0,
+                                      nbest=3))
 
 
 @torch.no_grad()

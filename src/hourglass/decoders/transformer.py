@@ -68,13 +68,14 @@ class MultiHeadAttention(nn.Module):
         k, v = self.key_value(source).chunk(2, dim=-1)  # (B, S, D) each
         return self._split(k), self._split(v)
 
-    def forward(self, x: Tensor, keys: Tensor, values: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
-        """x (B, T, D), keys/values (B, h, S, dh), mask broadcastable to (B, h, T, S), True where allowed.
+    def forward(self, x: Tensor, keys: Tensor, values: Tensor, mask: Tensor | None) -> tuple[Tensor, Tensor]:
+        """x (B, T, D), keys/values (B, h, S, dh), mask broadcastable to (B, h, T, S), True where allowed (None:
+        everywhere).
 
         Returns the output (B, T, D) and the attention weights (B, h, T, S) (before dropout).
         """
-        q = self._split(self.query(x))  # (B, h, T, dh)
-        scores = q @ keys.transpose(-1, -2) / self.head_dim**0.5  # (B, h, T, S)
+        q = self._split(self.query(x)) * self.head_dim**-0.5  # (B, h, T, dh), scaled here: T*dh numbers, not T*S
+        scores = q @ keys.transpose(-1, -2)  # (B, h, T, S)
         weights = masked_softmax(scores, mask)  # (B, h, T, S)
         out = self.dropout(weights) @ values  # (B, h, T, dh)
         out = out.transpose(1, 2).reshape(x.shape[0], x.shape[1], -1)  # (B, T, D)
@@ -94,12 +95,12 @@ class DecoderLayer(nn.Module):
         self.ff = nn.Sequential(nn.Linear(d_model, ff), nn.GELU(), nn.Dropout(dropout), nn.Linear(ff, d_model))
         self.dropout = nn.Dropout(dropout)
 
-    def forward(self, x: Tensor, past: tuple[Tensor, Tensor], cross: tuple[Tensor, Tensor], causal: Tensor,
+    def forward(self, x: Tensor, past: tuple[Tensor, Tensor], cross: tuple[Tensor, Tensor], causal: Tensor | None,
                 memory_mask: Tensor, groups: int = 1, order: Tensor | None = None
                 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """x (B, T, D); past keys/values (B0, h, t, dh), whose rows ``order`` (B,) are this batch's (all B0 rows
         when None); cross keys/values (N, h, S, dh) and memory_mask (N, S) for N = B / groups sources; causal
-        (T, t+T). Returns x (B, T, D), keys and values (B, h, t+T, dh), cross weights (B, h, T, S).
+        (T, t+T), or None when every position may be seen. Returns x (B, T, D), keys and values (B, h, t+T, dh), cross weights (B, h, T, S).
         """
         h = self.self_norm(x)
         k, v = self.self_attn.project_kv(h)  # (B, h, T, dh)
@@ -169,7 +170,8 @@ class TransformerDecoder(SequenceDecoder):
         (B, T, S) of the last layer averaged over heads, and all keys and values, L x (B, h, t+T, dh)."""
         t, n = state.self_keys[0].shape[2], tokens.shape[1]
         x = self.embedding(tokens, start=t)  # (B, T, D)
-        causal = torch.ones(n, t + n, dtype=torch.bool, device=tokens.device).tril(t)  # (T, t+T)
+        # (T, t+T); None for one new token, which may see every position (the common step of a search)
+        causal = None if n == 1 else torch.ones(n, t + n, dtype=torch.bool, device=tokens.device).tril(t)
         keys, values = [], []
         for i, layer in enumerate(self.layers):
             past = (state.self_keys[i], state.self_values[i])
