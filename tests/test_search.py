@@ -17,7 +17,7 @@ from hourglass._registry import DECODERS, ENCODERS
 from hourglass.code import Code
 from hourglass.decoders.base import SequenceDecoder
 import hourglass.search as search_module
-from hourglass.search import _block, _block_topk, ban_repeats, beam_search, filter_logits, gnmt_penalty, greedy, sample
+from hourglass.search import _block, _block_topk, _LogProbs, ban_repeats, beam_search, filter_logits, gnmt_penalty, greedy, sample
 
 PAD, BOS, EOS, VOCAB = 0, 2, 3, 12
 SMALL = {
@@ -228,6 +228,21 @@ def test_the_first_step_runs_one_row_per_sentence_then_k() -> None:
     decoder.step = lambda tokens, state: (rows.append(tokens.shape[0]), step(tokens, state))[1]
     hyps = beam_search(decoder, Code(vector=torch.zeros(3, 1)), beam=4, bos=0, eos=1, max_len=6)
     assert rows[0] == 3 and rows[1] == 3 * 4 and all(n % 4 == 0 for n in rows[1:]) and len(hyps.tokens) == 3
+
+
+def test_log_probs_reuse_one_buffer_and_keep_at_least_float32() -> None:
+    """Every step writes into the same memory (its first rows when the batch shrinks); bfloat16 logits give
+    float32 scores, float64 stays float64, and a larger batch gets a larger buffer."""
+    g = torch.Generator().manual_seed(0)
+    log_probs = _LogProbs()
+    first = log_probs(torch.randn(6, 50, generator=g))
+    logits = torch.randn(4, 50, generator=g)
+    second = log_probs(logits)
+    assert second.data_ptr() == first.data_ptr() and torch.equal(second, torch.log_softmax(logits, -1))
+    low = torch.randn(3, 50, generator=g).bfloat16()
+    assert log_probs(low).dtype == torch.float32
+    assert torch.equal(log_probs(low), torch.log_softmax(low.float(), -1))
+    assert log_probs(torch.randn(9, 50, generator=g, dtype=torch.float64)).dtype == torch.float64
 
 
 def test_block_sizes_divide_the_vocabulary_and_leave_enough_blocks() -> None:

@@ -53,12 +53,26 @@ def _limits(max_len: int | Tensor, batch: int, device: torch.device) -> Tensor:
     return torch.full((batch,), int(max_len), dtype=torch.long, device=device)
 
 
-def _log_probs(logits: Tensor) -> Tensor:
+class _LogProbs:
     """logits (N, V) -> log-probabilities, at least float32: scores summed over many steps must not be rounded
-    to bfloat16 or float16 (autocast gives such logits); float64 stays float64."""
-    if logits.dtype in (torch.bfloat16, torch.float16):
-        logits = logits.float()
-    return torch.log_softmax(logits, -1)
+    to bfloat16 or float16 (autocast gives such logits); float64 stays float64.
+
+    One object serves one search and writes every step into the same buffer (the first N rows of it; N only
+    shrinks after the first steps). A fresh (N, V) tensor per step would be memory the CPU has to fault in
+    again each time: on Multi30k's beam search (640 x 4,000) that made the log-softmax twice as slow. What a
+    step returns is overwritten by the next step: the search reads it within the step.
+    """
+
+    def __init__(self) -> None:
+        self.buffer: Tensor | None = None
+
+    def __call__(self, logits: Tensor) -> Tensor:
+        dtype = torch.float64 if logits.dtype == torch.float64 else torch.float32
+        n, vocab = logits.shape
+        b = self.buffer
+        if b is None or b.shape[0] < n or b.shape[1] != vocab or b.dtype != dtype or b.device != logits.device:
+            b = self.buffer = logits.new_empty(n, vocab, dtype=dtype)
+        return torch.log_softmax(logits, -1, dtype=dtype, out=b[:n])
 
 
 def _force_eos(logp: Tensor, t: int, limit: Tensor, eos: int) -> Tensor:
@@ -94,9 +108,10 @@ def _decode(decoder: SequenceDecoder, code: Code, choose: Callable[[Tensor], Ten
     # The sentences still decoded (B' of them, in order): a sentence that ends leaves the batch, as in beam search.
     active, score = torch.arange(batch, device=device), None
     steps = []  # per step: (active (B',), tokens (B',), weights (B', S) or None)
+    log_probs = _LogProbs()
     for t in range(int(limit.max()) + 1):
         logits, state, weights = decoder.step(tokens, state)
-        logp = _force_eos(_log_probs(logits), t, limit[active], eos)  # (B', V)
+        logp = _force_eos(log_probs(logits), t, limit[active], eos)  # (B', V)
         tokens = choose(logp)  # (B',)
         gained = logp.gather(1, tokens.unsqueeze(1)).squeeze(1)  # (B',)
         # The same additions as beam search's ``scores + logp``, so that beam 1 equals greedy bit for bit.
@@ -289,10 +304,10 @@ def beam_search(decoder: SequenceDecoder, code: Code, *, beam: int, bos: int, eo
     done = torch.zeros(batch, dtype=torch.bool, device=device)
     # The sentences still searched (B' of them, in order). A finished sentence leaves the batch, as in
     # fairseq, so the decoder's work follows the sentences that remain, not the longest one.
-    active = torch.arange(batch, device=device)
+    active, log_probs = torch.arange(batch, device=device), _LogProbs()
     for t in range(int(limit.max()) + 1):
         logits, state, weights = decoder.step(tokens, state)
-        logp = _log_probs(logits)  # (B'*width, V)
+        logp = log_probs(logits)  # (B'*width, V)
         scores = logp.new_zeros(batch) if scores is None else scores  # the first step: one row per sentence
         row_limit = limit[active].repeat_interleave(width)  # (B'*width,)
         logp = ban_repeats(_force_eos(logp, t, row_limit, eos), history, no_repeat_ngram)
