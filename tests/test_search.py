@@ -230,9 +230,13 @@ def test_the_first_step_runs_one_row_per_sentence_then_k() -> None:
     assert rows[0] == 3 and rows[1] == 3 * 4 and all(n % 4 == 0 for n in rows[1:]) and len(hyps.tokens) == 3
 
 
-def test_log_probs_reuse_one_buffer_and_keep_at_least_float32() -> None:
-    """Every step writes into the same memory (its first rows when the batch shrinks); bfloat16 logits give
-    float32 scores, float64 stays float64, and a larger batch gets a larger buffer."""
+def test_log_probs_reuse_one_buffer_and_keep_at_least_float32(monkeypatch) -> None:
+    """Every large step writes into the same memory (its first rows when the batch shrinks); bfloat16 logits
+    give float32 scores, float64 stays float64, and a larger batch gets a larger buffer."""
+    monkeypatch.setattr(search_module, "_LARGE", 100)
+    small = _LogProbs()
+    small(torch.randn(1, 50))
+    assert small.buffer is None, "a tensor under _LARGE numbers gets no buffer"
     g = torch.Generator().manual_seed(0)
     log_probs = _LogProbs()
     first = log_probs(torch.randn(6, 50, generator=g))
@@ -274,10 +278,15 @@ def test_block_topk_gives_exactly_the_plain_topk(width: int) -> None:
 @pytest.mark.parametrize("enc,dec", [("gru", "gru-attention"), ("transformer", "transformer")])
 @torch.no_grad()
 def test_beam_search_is_the_same_with_block_topk_and_plain_topk(enc: str, dec: str, monkeypatch) -> None:
-    """A vocabulary of 640 takes the block path (blocks of 160) from the second step on."""
+    """A vocabulary of 640 takes the block path (blocks of 160) from the second step on (with _LARGE lowered
+    for these small batches)."""
+    monkeypatch.setattr(search_module, "_LARGE", 0)
+    calls = []
+    monkeypatch.setattr(search_module, "_block_topk", lambda *a: (calls.append(1), _block_topk(*a))[1])
     encoder, decoder = _model(enc, dec, vocab=640)
     code = encoder(_sources())
     blocked = beam_search(decoder, code, beam=5, bos=BOS, eos=EOS, max_len=9, length_penalty=1.0, nbest=3)
+    assert calls, "the block path should have run"
     monkeypatch.setattr(search_module, "_block", lambda vocab, k, width: None)
     _assert_same(blocked, beam_search(decoder, code, beam=5, bos=BOS, eos=EOS, max_len=9, length_penalty=1.0,
                                       nbest=3))
