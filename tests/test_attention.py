@@ -91,6 +91,8 @@ def test_masked_softmax_is_the_same_with_and_without_autograd_and_keeps_a_tensor
     with torch.no_grad():
         without = masked_softmax(scores.clone(), mask)
     assert torch.equal(with_grad.detach(), without) and without[1].abs().sum() == 0
+    plain = scores.clone()  # autograd on, but nothing to keep: the in-place path
+    assert torch.equal(masked_softmax(plain, mask), without)
     with_grad.sum().backward()
     assert torch.equal(masked_softmax(scores.clone(), None), torch.softmax(scores, -1))
 

@@ -17,7 +17,8 @@ from hourglass._registry import DECODERS, ENCODERS
 from hourglass.code import Code
 from hourglass.decoders.base import SequenceDecoder
 import hourglass.search as search_module
-from hourglass.search import _block, _block_topk, _LogProbs, ban_repeats, beam_search, filter_logits, gnmt_penalty, greedy, sample
+from hourglass.search import (_block, _block_topk, _LogProbs, ban_repeats, beam_search, filter_logits, gnmt_penalty,
+                              greedy, sample)
 
 PAD, BOS, EOS, VOCAB = 0, 2, 3, 12
 SMALL = {
@@ -249,6 +250,21 @@ def test_log_probs_reuse_one_buffer_and_keep_at_least_float32(monkeypatch) -> No
     assert log_probs(torch.randn(9, 50, generator=g, dtype=torch.float64)).dtype == torch.float64
 
 
+@torch.no_grad()
+def test_greedy_and_sampling_are_the_same_with_and_without_the_log_probability_buffer(monkeypatch) -> None:
+    encoder, decoder = _model("transformer", "transformer")
+    code = encoder(_sources())
+
+    def both() -> tuple:
+        return (greedy(decoder, code, bos=BOS, eos=EOS, max_len=9),
+                sample(decoder, code, bos=BOS, eos=EOS, max_len=9, top_k=5, generator=torch.Generator().manual_seed(3)))
+
+    fresh = both()
+    monkeypatch.setattr(search_module, "_LARGE", 0)
+    for a, b in zip(fresh, both()):
+        _assert_same(a, b)
+
+
 def test_block_sizes_divide_the_vocabulary_and_leave_enough_blocks() -> None:
     assert _block(4000, 10, 5) == 160 and _block(4000, 10, 1) == 160  # 25 blocks a row
     assert _block(96, 10, 5) == 48  # a multiple of 16 first; 2 blocks a row, 10 a sentence
@@ -275,12 +291,30 @@ def test_block_topk_gives_exactly_the_plain_topk(width: int) -> None:
     assert all(len(set(row)) == k for row in idx.tolist()), "k distinct candidates per sentence"
 
 
+@pytest.mark.parametrize("width", [1, 5])
+def test_a_sentence_gets_the_same_candidates_alone_and_in_a_large_batch_even_with_ties(width: int) -> None:
+    """Log-probabilities from bfloat16 logits tie often. Whatever path a selection takes, it must not depend on
+    the rest of the batch, or a batched search would differ from the one-sentence search."""
+    from hourglass.search import _candidates
+
+    g = torch.Generator().manual_seed(0)
+    vocab, beam = 4000, 5
+    logits = (4 * torch.randn(64 * width, vocab, generator=g)).bfloat16()  # ties: 8 significant bits
+    logp = torch.log_softmax(logits.float(), -1)
+    scores = torch.randn(64 * width, generator=g).bfloat16().float()
+    top, origin, token = _candidates(scores, logp.clone(), width, beam)
+    for b in (0, 17, 63):
+        rows = slice(b * width, (b + 1) * width)
+        one = _candidates(scores[rows], logp[rows].clone(), width, beam)
+        assert torch.equal(one[0][0], top[b]) and torch.equal(one[2][0], token[b])
+        assert torch.equal(one[1][0] + b * width, origin[b])
+
+
 @pytest.mark.parametrize("enc,dec", [("gru", "gru-attention"), ("transformer", "transformer")])
 @torch.no_grad()
 def test_beam_search_is_the_same_with_block_topk_and_plain_topk(enc: str, dec: str, monkeypatch) -> None:
-    """A vocabulary of 640 takes the block path (blocks of 160) from the second step on (with _LARGE lowered
-    for these small batches)."""
-    monkeypatch.setattr(search_module, "_LARGE", 0)
+    """A vocabulary of 640 takes the block path: blocks of 64 at the first step (one row per sentence), of 160
+    after it."""
     calls = []
     monkeypatch.setattr(search_module, "_block_topk", lambda *a: (calls.append(1), _block_topk(*a))[1])
     encoder, decoder = _model(enc, dec, vocab=640)

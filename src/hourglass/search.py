@@ -53,9 +53,8 @@ def _limits(max_len: int | Tensor, batch: int, device: torch.device) -> Tensor:
     return torch.full((batch,), int(max_len), dtype=torch.long, device=device)
 
 
-#: Tensors of at least this many numbers get the CPU paths below (one log-softmax buffer, top-k through block
-#: maxima). On smaller ones, such as one sentence's beam (5 x 4,000), their extra calls cost more than they save:
-#: the one-sentence search was 5% slower with them (Multi30k GRU, 200 sentences, side by side).
+#: Log-probability tensors of at least this many numbers go into :class:`_LogProbs`' buffer. On smaller ones,
+#: such as one sentence's beam (5 x 4,000), the extra call costs more than it saves.
 _LARGE = 1 << 18
 
 
@@ -64,9 +63,10 @@ class _LogProbs:
     to bfloat16 or float16 (autocast gives such logits); float64 stays float64.
 
     One object serves one search and writes every step of ``_LARGE`` numbers or more into the same buffer (the
-    first N rows of it; N only shrinks after the first steps). A fresh (N, V) tensor per step would be memory the CPU has to fault in
-    again each time: on Multi30k's beam search (640 x 4,000) that made the log-softmax twice as slow. What a
-    step returns is overwritten by the next step: the search reads it within the step.
+    first N rows of it; N only shrinks after the first steps). A fresh (N, V) tensor per step would be memory
+    that the CPU has to fault in again each time: on Multi30k's beam search (640 x 4,000) that made the
+    log-softmax twice as slow. What a step returns is overwritten by the next step: the search reads it within
+    the step.
     """
 
     def __init__(self) -> None:
@@ -240,7 +240,9 @@ def _candidates(scores: Tensor, logp: Tensor, width: int, beam: int) -> tuple[Te
     no search step keeps while a finite one is left.
     """
     vocab, k = logp.shape[1], 2 * beam
-    block = _block(vocab, k, width) if logp.device.type == "cpu" and logp.numel() >= _LARGE else None
+    # The choice depends on the sentence alone (V, width, k), never on the batch: the two paths may order tied
+    # candidates differently, and a sentence must get the same result in any batch.
+    block = _block(vocab, k, width) if logp.device.type == "cpu" else None
     if block is None:
         flat = (scores.unsqueeze(1) + logp).view(-1, width * vocab)  # (B', width*V)
         if flat.shape[1] < k:
@@ -267,7 +269,8 @@ def _block_topk(scores: Tensor, logp: Tensor, width: int, k: int, block: int) ->
     blocks and two small top-k then replace the (B', width*V) sum and the top-k over it. Why by hand: torch's
     CPU ``topk`` walks each row through a partial sort, about 20x slower per number than its ``amax``; it was
     the largest cost of the search itself (Multi30k, K=5, V=4,000: a step's sum and top-k took 2.0 ms, this
-    takes 1.1 ms). Ties may come in another order than ``topk``'s.
+    takes 1.1 ms). Among tied candidates it may keep others than ``topk`` would (bfloat16 logits tie often);
+    what it keeps depends on the sentence's own numbers only.
     """
     rows, vocab = logp.shape
     per_row, sentences = vocab // block, rows // width

@@ -100,7 +100,8 @@ class DecoderLayer(nn.Module):
                 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """x (B, T, D); past keys/values (B0, h, t, dh), whose rows ``order`` (B,) are this batch's (all B0 rows
         when None); cross keys/values (N, h, S, dh) and memory_mask (N, S) for N = B / groups sources; causal
-        (T, t+T), or None when every position may be seen. Returns x (B, T, D), keys and values (B, h, t+T, dh), cross weights (B, h, T, S).
+        (T, t+T), or None when every position may be seen. Returns x (B, T, D), keys and values (B, h, t+T, dh),
+        cross weights (B, h, T, S).
         """
         h = self.self_norm(x)
         k, v = self.self_attn.project_kv(h)  # (B, h, T, dh)
