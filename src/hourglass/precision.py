@@ -22,8 +22,8 @@ PRECISIONS = ("32-true", "bf16-mixed")
 
 def check_precision(precision: str) -> str:
     if precision not in PRECISIONS:
-        raise ConfigError(f'The precision must be one of {", ".join(PRECISIONS)}, got "{precision}". "bf16-mixed" runs the '
-                          "matrix products in bfloat16 (fast on CPUs with AVX512-BF16 or AMX, and on GPUs); "
+        raise ConfigError(f'The precision must be one of {", ".join(PRECISIONS)}, got "{precision}". "bf16-mixed" '
+                          "runs the matrix products in bfloat16 (fast on CPUs with AVX512-BF16 or AMX, and on GPUs); "
                           '"32-true" is plain float32.')
     return precision
 
