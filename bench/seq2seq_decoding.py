@@ -5,14 +5,15 @@ Three ratios, on the first N sentences of a source file (default: Multi30k test_
 1. batched beam search (``--batch`` sentences at once) vs the same beam search one sentence at a time
    (goal >= 8x);
 2. beam ``--beam`` vs greedy search, both batched (goal <= 2.5x);
-3. a Transformer decoder with its key/value cache vs without (``use_cache=False`` re-runs the prefix).
+3. a Transformer decoder with its key/value cache vs without (``use_cache=False`` re-runs the prefix);
+4. with ``--prune NATS``: beam ``--beam`` with beam pruning (``task.beam_prune``) vs greedy, batched.
 
 The variants run in rounds, each once per round (``--repeats`` rounds), and each keeps its fastest time: a noisy
 spell of a shared machine then slows every variant alike, and the fastest run is the least disturbed. The outputs
 of the compared variants must be identical; the script says so.
 
     python bench/seq2seq_decoding.py RUN [--source FILE] [--sentences 1000] [--beam 5] [--batch 128] \
-        [--threads N] [--precision 32-true|bf16-mixed] [--json FILE]
+        [--threads N] [--precision 32-true|bf16-mixed] [--prune NATS] [--json FILE]
 """
 from __future__ import annotations
 
@@ -56,6 +57,7 @@ def main() -> int:
     p.add_argument("--repeats", type=int, default=3, help="rounds (default 3)")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: leave as is)")
     p.add_argument("--precision", choices=PRECISIONS, default="32-true", help="as `hourglass translate --precision`")
+    p.add_argument("--prune", type=float, help="also time beam search with this task.beam_prune (nats)")
     p.add_argument("--json", type=Path, help="also write the results here")
     args = p.parse_args()
     if args.threads:
@@ -70,6 +72,13 @@ def main() -> int:
     res: dict = {"run": str(args.run), "sentences": len(lines), "beam": args.beam, "batch": args.batch,
                  "threads": torch.get_num_threads(), "precision": args.precision,
                  "machine": platform.processor() or platform.machine()}
+    def pruned() -> list[str]:
+        task.beam_prune = args.prune
+        try:
+            return translate(args.beam, args.batch)
+        finally:
+            task.beam_prune = None
+
     def uncached() -> list[str]:
         task.decoder.use_cache = False
         try:
@@ -82,6 +91,9 @@ def main() -> int:
                 "greedy_batched": lambda: translate(1, args.batch)}
     if hasattr(task.decoder, "use_cache"):
         variants["beam_uncached"] = uncached
+    if args.prune:
+        variants["beam_pruned_batched"] = pruned
+        res["prune"] = args.prune
     with torch.no_grad(), autocast(args.precision, task.device):
         translate(args.beam, args.batch)  # warm-up: first-call allocations and lazy initialisation
         t, out = interleaved(variants, args.repeats)
@@ -89,6 +101,9 @@ def main() -> int:
     res.update(batched_speedup=t["beam_one_at_a_time"] / t["beam_batched"],
                beam_over_greedy=t["beam_batched"] / t["greedy_batched"],
                batched_equals_single=out["beam_batched"] == out["beam_one_at_a_time"])
+    if "beam_pruned_batched" in t:
+        res.update(pruned_over_greedy=t["beam_pruned_batched"] / t["greedy_batched"],
+                   pruned_changed=sum(a != b for a, b in zip(out["beam_pruned_batched"], out["beam_batched"])))
     if "beam_uncached" in t:
         res.update(cache_speedup=t["beam_uncached"] / t["beam_batched"],
                    cached_equals_uncached=out["beam_uncached"] == out["beam_batched"])

@@ -18,7 +18,7 @@ from hourglass.code import Code
 from hourglass.decoders.base import SequenceDecoder
 import hourglass.search as search_module
 from hourglass.search import (_block, _block_topk, _LogProbs, ban_repeats, beam_search, filter_logits, gnmt_penalty,
-                              greedy, sample)
+                              greedy, prune_beams, sample)
 
 PAD, BOS, EOS, VOCAB = 0, 2, 3, 12
 SMALL = {
@@ -326,6 +326,69 @@ def test_beam_search_is_the_same_with_block_topk_and_plain_topk(enc: str, dec: s
                                       nbest=3))
 
 
+def test_prune_beams_drops_the_beams_too_far_below_their_sentence_best() -> None:
+    inf = float("inf")
+    scores = torch.tensor([-1.0, -1.5, -2.5, -inf, -4.0, -6.0, -4.75, -5.25])  # two sentences, K = 4
+    assert prune_beams(scores, 4, 1.0).tolist() == [-1.0, -1.5, -inf, -inf, -4.0, -inf, -4.75, -inf]
+
+
+#: decoder -> (output weight scale, pruning threshold) that prune some beams of the untrained test models
+PRUNING = {"gru": (8, 0.5), "gru-attention": (16, 0.3), "lstm-attention": (16, 0.3), "transformer": (4, 1.0)}
+
+
+def _rows_per_step(decoder: SequenceDecoder) -> list[int]:
+    rows, step = [], decoder.step
+    decoder.step = lambda tokens, state: (rows.append(tokens.shape[0]), step(tokens, state))[1]
+    return rows
+
+
+@pytest.mark.parametrize("enc,dec,vocab", [*((e, d, VOCAB) for e, d in PAIRS), ("gru", "gru-attention", 640),
+                                           ("transformer", "transformer", 640)])
+@torch.no_grad()
+def test_pruned_beams_leave_the_decoder_and_the_search_is_otherwise_the_same(enc, dec, vocab, monkeypatch) -> None:
+    """Pruning must equal a plain search whose pruned beams stay in the batch with a score of -inf (they can
+    never come back), while the decoder runs on fewer rows. Vocabulary 640 takes the block top-k path."""
+    encoder, decoder = _model(enc, dec, vocab=vocab)
+    scale, threshold = PRUNING[dec]
+    decoder.output.weight.mul_(scale)  # peaked distributions, as in a trained model, so that beams fall behind
+    code, options = encoder(_sources()), dict(beam=5, bos=BOS, eos=EOS, max_len=9, length_penalty=1.0, nbest=3)
+    rows = _rows_per_step(decoder)
+    pruned = beam_search(decoder, code, prune=threshold, **options)
+    pruned_rows, rows[:] = list(rows), []
+    plain_next = search_module._next_beams
+
+    def next_beams(*args, **kwargs):  # the plain search, with pruned beams kept in the batch at -inf
+        scores, select, tokens = plain_next(*args, **kwargs)
+        return prune_beams(scores, kwargs["beam"], threshold), select, tokens
+
+    monkeypatch.setattr(search_module, "_next_beams", next_beams)
+    _assert_same(pruned, beam_search(decoder, code, **options), exact=False)
+    assert sum(pruned_rows) < 0.8 * sum(rows), (pruned_rows, rows)
+    assert any(n % 5 for n in pruned_rows[1:]), "sentences should keep different numbers of beams"
+
+
+@pytest.mark.parametrize("enc,dec", [("gru", "gru-attention"), ("transformer", "transformer")])
+@torch.no_grad()
+def test_a_pruned_search_gives_each_sentence_its_own_result_in_a_batch(enc: str, dec: str) -> None:
+    encoder, decoder = _model(enc, dec)
+    scale, threshold = PRUNING[dec]
+    decoder.output.weight.mul_(scale)
+    src, limits = _sources(), torch.tensor([2, 9, 4, 7])
+    options = dict(beam=4, nbest=2, bos=BOS, eos=EOS, length_penalty=1.0, prune=threshold)
+    rows = _rows_per_step(decoder)
+    batched = beam_search(decoder, encoder(src), max_len=limits, **options)
+    assert any(n % 4 for n in rows[1:]), "some beams should have been pruned"
+    for i in range(src.shape[0]):
+        alone = beam_search(decoder, encoder(_unpadded(src, i)), max_len=int(limits[i]), **options)
+        assert alone.tokens[0] == batched.tokens[i]
+        assert alone.scores[0] == pytest.approx(batched.scores[i], abs=1e-9)
+        assert torch.allclose(alone.attention[0], batched.attention[i], atol=1e-9)
+    assert greedy(decoder, encoder(src), bos=BOS, eos=EOS, max_len=limits).tokens == \
+        beam_search(decoder, encoder(src), beam=1, bos=BOS, eos=EOS, max_len=limits, prune=threshold).tokens
+    with pytest.raises(ValueError, match="prune"):
+        beam_search(decoder, encoder(src), beam=2, bos=BOS, eos=EOS, max_len=5, prune=0.0)
+
+
 @torch.no_grad()
 def test_no_repeat_ngram_is_respected() -> None:
     decoder = _markov(1)
@@ -403,6 +466,7 @@ def test_nbest_larger_than_the_beam_is_refused() -> None:
     [[0, 0, 1, 1, 2, 2, 3, 3], [1, 0, 0, 1, 5, 4, 7, 7]],  # beams: repeat, then permute within each sentence
     [[0, 0, 1, 1, 2, 2, 3, 3], [2, 3, 6, 6]],  # sentences 0 and 2 leave
     [[0, 0, 1, 1, 2, 2, 3, 3], [0, 1, 2, 3, 2, 6]],  # rows from anywhere, runs of unequal length
+    [[0, 0, 0, 1, 1, 1, 2, 2, 2, 3, 3, 3], [0, 2, 3, 6, 7, 8, 9], [1, 0, 0, 2, 4, 5, 6, 6]],  # pruned beams
     [[3, 1, 1, 0]],
 ])
 @torch.no_grad()
@@ -428,9 +492,14 @@ def test_reorder_state_equals_a_state_built_for_the_reordered_rows(enc: str, dec
 def test_regroup_moves_the_source_side_only_when_sentences_leave() -> None:
     from hourglass.decoders.base import regroup
 
-    assert regroup(torch.tensor([0, 0, 0, 1, 1, 1]), 1, 2) == (None, 3)  # B -> B*K: nothing moves
-    assert regroup(torch.tensor([2, 0, 1, 4, 3, 5]), 3, 2) == (None, 3)  # beams permuted within sentences
-    keep, groups = regroup(torch.tensor([3, 5, 4, 6, 7, 6]), 3, 3)  # sentence 0 leaves
-    assert keep.tolist() == [1, 2] and groups == 3
-    keep, groups = regroup(torch.tensor([0, 1, 1]), 1, 2)  # unequal runs: one source per row
-    assert keep.tolist() == [0, 1, 1] and groups == 1
+    assert regroup(torch.tensor([0, 0, 0, 1, 1, 1]), 1, 2) == (None, 3, None)  # B -> B*K: nothing moves
+    assert regroup(torch.tensor([2, 0, 1, 4, 3, 5]), 3, 2) == (None, 3, None)  # beams permuted within sentences
+    keep, groups, slots = regroup(torch.tensor([3, 5, 4, 6, 7, 6]), 3, 3)  # sentence 0 leaves
+    assert keep.tolist() == [1, 2] and groups == 3 and slots is None
+    keep, groups, slots = regroup(torch.tensor([4, 5, 1, 1, 6]), 2, 4)  # sources 2, 0, 3 keep 2, 2, 1 rows
+    assert keep.tolist() == [2, 0, 3] and groups == 2 and slots.tolist() == [0, 1, 2, 3, 4]
+    keep, groups, slots = regroup(torch.tensor([0, 1, 2, 4, 5]), 3, 2)  # pruning: 3 and 2 rows, in place
+    assert keep is None and groups == 3 and slots.tolist() == [0, 1, 2, 3, 4]
+    # From a grid: rows at slots [0, 1, 3] of a (2, 2) grid; rows 0 and 2 stay, one per source.
+    keep, groups, slots = regroup(torch.tensor([0, 2, 2]), 2, 2, torch.tensor([0, 1, 3]))
+    assert keep is None and groups == 2 and slots.tolist() == [0, 2, 3]

@@ -234,25 +234,46 @@ def _finalize(finished: _Finished, active: list[int], top: Tensor, origin: Tenso
             finished[active[i]].append((raw[h] / penalty, tokens, None if kept is None else kept[h]))
 
 
-def _candidates(scores: Tensor, logp: Tensor, width: int, beam: int) -> tuple[Tensor, Tensor, Tensor]:
-    """The best 2K extensions of each sentence's ``width`` rows: scores, flat origin rows, tokens, each (B', 2K).
+def _candidates(scores: Tensor, logp: Tensor, width: int, beam: int, live: Tensor | None = None
+                ) -> tuple[Tensor, Tensor, Tensor]:
+    """The best 2K extensions of each sentence's ``width`` slots: scores, flat origin slots, tokens, each (B', 2K).
 
-    scores (B'*width,), logp (B'*width, V). A vocabulary too small to give 2K candidates gets -inf ones, which
-    no search step keeps while a finite one is left.
+    scores (B'*width,) per slot; logp (L, V) per decoder row, row i being slot ``live[i]`` (every slot a row, in
+    order, when ``live`` is None; a slot without a row is pruned and has no extensions). A vocabulary too small to
+    give 2K candidates gets -inf ones, which no search step keeps while a finite one is left.
     """
     vocab, k = logp.shape[1], 2 * beam
     # The choice depends on the sentence alone (V, width, k), never on the batch: the two paths may order tied
     # candidates differently, and a sentence must get the same result in any batch.
     block = _block(vocab, k, width) if logp.device.type == "cpu" else None
     if block is None:
-        flat = (scores.unsqueeze(1) + logp).view(-1, width * vocab)  # (B', width*V)
+        flat = (scores.unsqueeze(1) + _to_slots(logp, live, scores.shape[0])).view(-1, width * vocab)  # (B', wV)
         if flat.shape[1] < k:
             flat = F.pad(flat, (0, k - flat.shape[1]), value=float("-inf"))
         top, idx = flat.topk(k, dim=1)
     else:
-        top, idx = _block_topk(scores, logp, width, k, block)
-    here = torch.arange(top.shape[0], device=top.device).unsqueeze(1) * width  # (B', 1) first row of each
+        top, idx = _block_topk(scores, logp, width, k, block, live)
+    here = torch.arange(top.shape[0], device=top.device).unsqueeze(1) * width  # (B', 1) first slot of each
     return top, (idx // vocab).clamp(max=width - 1) + here, idx % vocab
+
+
+def _to_slots(rows: Tensor, live: Tensor | None, slots: int, fill: float = float("-inf")) -> Tensor:
+    """rows (L, ...) of the slots ``live`` (L,) -> (slots, ...), ``fill`` in the slots without a row."""
+    if live is None:
+        return rows
+    return rows.new_full((slots, *rows.shape[1:]), fill).index_copy_(0, live, rows)
+
+
+def _by_row(slots: Tensor, live: Tensor | None) -> Tensor:
+    """(B'*width, ...) by slot -> (L, ...) by decoder row."""
+    return slots if live is None else slots.index_select(0, live)
+
+
+def _slot_rows(live: Tensor | None, slots: int) -> Tensor | None:
+    """live (L,) -> (slots,) the decoder row of each slot; 0 for a slot without one (whose score is -inf)."""
+    if live is None:
+        return None
+    return live.new_zeros(slots).index_copy_(0, live, torch.arange(live.shape[0], device=live.device))
 
 
 @functools.lru_cache(maxsize=None)  # asked at every step with the same few arguments
@@ -263,7 +284,8 @@ def _block(vocab: int, k: int, width: int) -> int | None:
     return next((c for c in sizes if c % 16 == 0), sizes[0] if sizes else None)
 
 
-def _block_topk(scores: Tensor, logp: Tensor, width: int, k: int, block: int) -> tuple[Tensor, Tensor]:
+def _block_topk(scores: Tensor, logp: Tensor, width: int, k: int, block: int, live: Tensor | None = None
+                ) -> tuple[Tensor, Tensor]:
     """``(scores.unsqueeze(1) + logp).view(B', width*V).topk(k)``, exact (same values), through block maxima.
 
     The k best candidates of a sentence lie in its k blocks with the best maxima (a block outside them has k
@@ -272,16 +294,20 @@ def _block_topk(scores: Tensor, logp: Tensor, width: int, k: int, block: int) ->
     CPU ``topk`` walks each row through a partial sort, about 20x slower per number than its ``amax``; it was
     the largest cost of the search itself (Multi30k, K=5, V=4,000: a step's sum and top-k took 2.0 ms, this
     takes 0.9 ms). Among tied candidates it may keep others than ``topk`` would (bfloat16 logits tie often);
-    what it keeps depends on the sentence's own numbers only.
+    what it keeps depends on the sentence's own numbers only. ``live`` as in :func:`_candidates`: a slot without
+    a row has -inf blocks.
     """
     rows, vocab = logp.shape
-    per_row, sentences = vocab // block, rows // width
-    blocks = logp.reshape(rows * per_row, block)  # (B'*width*V/c, c)
-    best = (blocks.view(rows, per_row, block).amax(2) + scores.unsqueeze(1)).view(sentences, width * per_row)
+    per_row, sentences = vocab // block, scores.shape[0] // width
+    blocks = logp.reshape(rows * per_row, block)  # (L*V/c, c)
+    row_scores = scores if live is None else scores.index_select(0, live)  # (L,)
+    best = blocks.view(rows, per_row, block).amax(2) + row_scores.unsqueeze(1)  # (L, V/c)
+    best = _to_slots(best, live, scores.shape[0]).view(sentences, width * per_row)
     chosen = best.topk(k, dim=1).indices  # (B', k): the blocks that hold the k best candidates
-    first = torch.arange(sentences, device=logp.device).unsqueeze(1) * (width * per_row)  # (B', 1)
-    picked = blocks.index_select(0, (chosen + first).view(-1)).view(sentences, k, block)  # (B', k, c)
-    owner = scores.view(sentences, width).gather(1, chosen // per_row)  # (B', k): the score of each block's row
+    slot = chosen // per_row + torch.arange(sentences, device=logp.device).unsqueeze(1) * width  # (B', k)
+    row = slot if live is None else _slot_rows(live, scores.shape[0])[slot]  # (B', k) the decoder row of each
+    picked = blocks.index_select(0, (row * per_row + chosen % per_row).view(-1)).view(sentences, k, block)
+    owner = scores[slot]  # (B', k): the score of each block's slot (-inf for a slot without a row)
     top, at = picked.add_(owner.unsqueeze(2)).view(sentences, -1).topk(k, dim=1)  # (B', k)
     return top, chosen.gather(1, at // block) * block + at % block  # index into the sentence's width*V
 
@@ -295,24 +321,42 @@ def _next_beams(top: Tensor, origin: Tensor, token: Tensor, *, eos: int, beam: i
     return scores.reshape(-1), origin.gather(1, keep).reshape(-1), token.gather(1, keep).reshape(-1)
 
 
+def prune_beams(scores: Tensor, beam: int, threshold: float) -> Tensor:
+    """scores (B*K,) -> the same with -inf for every beam more than ``threshold`` (natural log) below its
+    sentence's best: absolute threshold pruning (Freitag & Al-Onaizan 2017, sec. 3). The best beam is kept."""
+    per_sentence = scores.view(-1, beam)  # (B, K)
+    best = per_sentence.amax(1, keepdim=True)  # (B, 1)
+    return per_sentence.masked_fill(per_sentence < best - threshold, float("-inf")).view(-1)
+
+
 def beam_search(decoder: SequenceDecoder, code: Code, *, beam: int, bos: int, eos: int, max_len: int | Tensor,
-                length_penalty: float = 0.0, no_repeat_ngram: int = 0, nbest: int = 1) -> Hypotheses:
+                length_penalty: float = 0.0, no_repeat_ngram: int = 0, nbest: int = 1,
+                prune: float | None = None) -> Hypotheses:
     """Beam search batched over sentences and beams: B*K rows, one ``step`` call per time step.
 
     A hypothesis that ends is kept aside; a sentence is done when it has ``beam`` of them or reached its
     ``max_len``, and the search stops when every sentence is done. Hypotheses are ranked by
     score / lp(Y) with GNMT's length penalty, ``length_penalty`` being its alpha (0 = none).
+
+    ``prune`` (None: off) drops, after every step, the beams whose score is more than ``prune`` below their
+    sentence's best (:func:`prune_beams`); the decoder then runs only on the beams left, so a sentence whose
+    beams agree costs fewer rows. Beam 5 with ``prune=1.5`` keeps about 60% of the rows on Multi30k at the
+    same BLEU (bench/RESULTS-seq2seq.md).
     """
     if not 1 <= nbest <= beam:
         raise ValueError(f"nbest must be between 1 and beam={beam}, got {nbest}")
+    if prune is not None and not prune > 0:
+        raise ValueError(f"prune is a log-probability margin and must be > 0 (or None: off), got {prune}")
     batch, k, device, alpha = code.batch_size, beam, _device(decoder), length_penalty
     limit = _limits(max_len, batch, device)
     # At the first step all K beams of a sentence are the same hypothesis (bos), so it runs on one row per
-    # sentence (``width`` = 1) and expands to K rows after it; from then on, K rows per sentence.
+    # sentence (``width`` = 1) and expands to K rows after it; from then on, K slots per sentence.
     state, width = decoder.init_state(code), 1
-    tokens = torch.full((batch,), bos, dtype=torch.long, device=device)
-    history = tokens.new_zeros(batch, 0)  # (B'*width, t)
-    attention, scores = None, None  # (B'*width, t, S), (B'*width,)
+    tokens = torch.full((batch,), bos, dtype=torch.long, device=device)  # (L,) one per decoder row
+    history = tokens.new_zeros(batch, 0)  # (B'*width, t), by slot
+    attention, scores = None, None  # (B'*width, t, S), (B'*width,), by slot
+    # The slot of each decoder row, (L,); None when every slot has its row, in order (always without pruning).
+    live: Tensor | None = None
     finished: _Finished = [[] for _ in range(batch)]
     done = torch.zeros(batch, dtype=torch.bool, device=device)
     # The sentences still searched (B' of them, in order). A finished sentence leaves the batch, as in
@@ -320,25 +364,34 @@ def beam_search(decoder: SequenceDecoder, code: Code, *, beam: int, bos: int, eo
     active, log_probs = torch.arange(batch, device=device), _LogProbs()
     for t in range(int(limit.max()) + 1):
         logits, state, weights = decoder.step(tokens, state)
-        logp = log_probs(logits)  # (B'*width, V)
+        logp = log_probs(logits)  # (L, V)
         scores = logp.new_zeros(batch) if scores is None else scores  # the first step: one row per sentence
         row_limit = limit[active].repeat_interleave(width)  # (B'*width,)
-        logp = ban_repeats(_force_eos(logp, t, row_limit, eos), history, no_repeat_ngram)
+        logp = ban_repeats(_force_eos(logp, t, _by_row(row_limit, live), eos), _by_row(history, live),
+                           no_repeat_ngram)
         if weights is not None:
-            step_weights = weights.unsqueeze(1)  # (B'*width, 1, S)
+            step_weights = _to_slots(weights, live, scores.shape[0], 0.0).unsqueeze(1)  # (B'*width, 1, S)
             attention = step_weights if attention is None else torch.cat([attention, step_weights], 1)
-        top, origin, token = _candidates(scores, logp, width, k)  # (B', 2K) each
+        top, origin, token = _candidates(scores, logp, width, k, live)  # (B', 2K) each
         _finalize(finished, active.tolist(), top, origin, token, history, attention, eos=eos, beam=k, alpha=alpha)
         done = done | (limit <= t) | torch.tensor([len(f) >= k for f in finished], device=device)
         if bool(done.all()):
             break
         keep = ~done[active]  # (B',)
-        if not bool(keep.all()):  # drop the sentences that are done: their rows leave ``select`` below
+        if not bool(keep.all()):  # drop the sentences that are done: their slots leave ``select`` below
             top, origin, token, active = top[keep], origin[keep], token[keep], active[keep]
-        scores, select, tokens = _next_beams(top, origin, token, eos=eos, beam=k)  # (B'*K,) each
-        state, width = decoder.reorder_state(state, select), k
+        scores, select, tokens = _next_beams(top, origin, token, eos=eos, beam=k)  # (B'*K,) each, by slot
+        rows = select if live is None else _slot_rows(live, history.shape[0])[select]  # (B'*K,) decoder rows
         history = torch.cat([history[select], tokens.unsqueeze(1)], 1)  # (B'*K, t+1)
         attention = None if attention is None else attention[select]
+        width, live = k, None
+        if prune is not None:
+            scores = prune_beams(scores, k, prune)
+            alive = scores.isfinite()  # (B'*K,)
+            if not bool(alive.all()):  # only the slots left get a decoder row
+                live = alive.nonzero().squeeze(1)  # (L',)
+                rows, tokens = rows[live], tokens[live]
+        state = decoder.reorder_state(state, rows)
     return _collect(finished, nbest, _trimmer(code))
 
 

@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 from hourglass import recipebook
+from hourglass.cli.text import add_beam_prune, set_beam_prune
 from hourglass.errors import CheckpointError, HourglassError
 from hourglass.precision import add_precision, autocast
 
@@ -28,6 +29,7 @@ def register(sub) -> None:
     p.add_argument("--ref", help="the references (targets) of --data, when they are a separate file (parallel text)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     add_precision(p)
+    add_beam_prune(p)
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("info", help="the model, its size, its data and its best metrics")
@@ -81,6 +83,7 @@ def cmd_evaluate(args) -> int:
     from hourglass.tasks.seq2seq import Seq2SeqTask
 
     run = Run.load(args.run)
+    set_beam_prune(run, args.beam_prune)
     if args.precision != "32-true" and not isinstance(run.task, Seq2SeqTask):
         raise HourglassError(
             f'--precision {args.precision} applies to sequence-to-sequence runs (translation, captioning), whose '

@@ -29,6 +29,7 @@ def register(sub) -> None:
     p.add_argument("--beam", type=int, help="beam size (default: the run's task.beam; 1 = greedy)")
     p.add_argument("--nbest", type=int, default=1, help="hypotheses per line (<= beam)")
     p.add_argument("--max-len-ratio", type=float, help="longest output, in source lengths (default: the run's)")
+    add_beam_prune(p)
     p.add_argument("--batch", type=int, default=128, help="most lines translated together (default 128)")
     p.add_argument("--buffer", type=int, default=1024,
                    help="most lines read ahead and sorted by length into batches (default 1024)")
@@ -41,6 +42,25 @@ def register(sub) -> None:
     p.add_argument("--output", required=True, metavar="FILE.png")
     p.add_argument("--beam", type=int, help="beam size (default: the run's task.beam)")
     p.set_defaults(func=cmd_attention)
+
+
+def add_beam_prune(p) -> None:
+    p.add_argument("--beam-prune", type=float, metavar="NATS",
+                   help="drop beams more than NATS (natural log) below their sentence's best, for speed; 1.5 keeps "
+                        "BLEU on Multi30k (default: the run's task.beam_prune, usually off)")
+
+
+def set_beam_prune(run, value: float | None) -> None:
+    """``--beam-prune`` over the run's task.beam_prune; a clear error for a value <= 0 or a run without search."""
+    if value is None:
+        return
+    if value <= 0:
+        raise HourglassError(f"--beam-prune is a margin in nats and must be > 0 (got {value}); leave it out for a "
+                             "plain beam search.")
+    if not hasattr(run.task, "beam_prune"):
+        raise HourglassError(f'--beam-prune applies to sequence-to-sequence runs, whose evaluation is a beam search; '
+                             f'{run.path} is a "{run.config.task.name}" run. Leave --beam-prune out.')
+    run.task.beam_prune = value
 
 
 def load_seq2seq(path: str):
@@ -130,6 +150,7 @@ def cmd_translate(args) -> int:
     if args.nbest < 1 or args.nbest > (beam or 10**9):
         raise HourglassError(f"--nbest must be between 1 and the beam size (got --nbest {args.nbest}, --beam {beam}).")
     run = load_seq2seq(args.run)
+    set_beam_prune(run, args.beam_prune)
     if args.nbest > (beam or run.task.beam):
         beam = args.nbest  # an n-best list needs a beam at least that wide
     lines = iter_lines(Path(args.input)) if args.input else iter_lines(sys.stdin.buffer)

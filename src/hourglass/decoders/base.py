@@ -59,18 +59,43 @@ class SequenceDecoder(nn.Module):
         raise NotImplementedError
 
 
-def regroup(index: Tensor, groups: int, sources: int) -> tuple[Tensor | None, int]:
+def regroup(index: Tensor, groups: int, sources: int, slots: Tensor | None = None
+            ) -> tuple[Tensor | None, int, Tensor | None]:
     """Per-source state (encoder memory, attention keys) under a row reorder, without copying it per row.
 
-    A decoder state holds its source-side tensors once per source, read by ``groups`` consecutive rows each
-    (beam search: the K beams of a sentence). After ``reorder_state(state, index)``, new row i reads source
-    ``index[i] // groups``. Returns (which sources to keep, in order, or None when they are already in place;
-    the new ``groups``). Beam search only permutes beams within a sentence or drops whole sentences, so the
-    per-source tensors move only when a sentence leaves; any other order falls back to one source per row.
+    A decoder state holds its source-side tensors once per source, read by the rows of an (N, ``groups``) grid:
+    row i sits at grid slot ``slots[i]`` (slot i when ``slots`` is None, so ``groups`` consecutive rows per
+    source, as the K beams of a sentence), and reads source ``slot // groups``. After
+    ``reorder_state(state, index)``, new row i is old row ``index[i]``. Returns (which sources to keep, in order,
+    or None when they are already in place; the new ``groups``; the new ``slots``).
+
+    Beam search only permutes beams within a sentence or drops whole sentences, so the per-source tensors move
+    only when a sentence leaves. With pruning, sources keep different numbers of rows: the grid is then as wide
+    as the source with the most (``slots`` places the rows, the other slots stay empty), so attention still
+    reads each source once, for all its rows together.
     """
-    source = index.div(groups, rounding_mode="floor")  # (B',) the source each new row reads
-    kept, counts = source.unique_consecutive(return_counts=True)
-    if not counts.numel() or not bool((counts == counts[0]).all()):
-        return source, 1
+    at = index if slots is None else slots.index_select(0, index)  # (B',) the old slot of each new row
+    source = at.div(groups, rounding_mode="floor")  # (B',) the source each new row reads
+    kept, inverse, counts = source.unique_consecutive(return_inverse=True, return_counts=True)
+    if not counts.numel():
+        return source, 1, None
     in_place = kept.numel() == sources and bool((kept == torch.arange(sources, device=kept.device)).all())
-    return (None if in_place else kept), int(counts[0])
+    keep = None if in_place else kept
+    if bool((counts == counts[0]).all()):
+        return keep, int(counts[0]), None
+    width = int(counts.max())
+    first = counts.cumsum(0) - counts  # (N',) the first new row of each kept source
+    rank = torch.arange(index.shape[0], device=index.device) - first[inverse]  # (B',) its place among them
+    return keep, width, inverse * width + rank
+
+
+def to_grid(rows: Tensor, slots: Tensor | None, size: int) -> Tensor:
+    """rows (B, ...) -> (size, ...): row i at ``slots[i]``, zeros in the other slots; ``rows`` when slots is None."""
+    if slots is None:
+        return rows
+    return rows.new_zeros(size, *rows.shape[1:]).index_copy_(0, slots, rows)
+
+
+def from_grid(grid: Tensor, slots: Tensor | None) -> Tensor:
+    """(size, ...) -> rows (B, ...), the inverse of :func:`to_grid`."""
+    return grid if slots is None else grid.index_select(0, slots)

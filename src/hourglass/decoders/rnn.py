@@ -24,7 +24,7 @@ from torch import Tensor, nn
 from hourglass._registry import register_decoder
 from hourglass.attention import AttentionKind, make_attention
 from hourglass.code import Code, CodeSpec
-from hourglass.decoders.base import SequenceDecoder, regroup
+from hourglass.decoders.base import SequenceDecoder, from_grid, regroup, to_grid
 
 _CELLS = {"gru": nn.GRU, "lstm": nn.LSTM}
 
@@ -47,6 +47,7 @@ class AttentionRNNState(NamedTuple):
     keys: Tensor  # (N, S, A): the attention's memory projection, computed once per source
     feed: Tensor  # (B, E): the previous attentional vector o_{t-1} (input feeding); zeros at the start
     groups: int = 1  # rows per source (beam search: K); see decoders.base.regroup
+    slots: Tensor | None = None  # (B,) each row's slot in the (N, groups) grid; None: row i at slot i
 
 
 def _select(x: Tensor | None, index: Tensor, dim: int) -> Tensor | None:
@@ -164,10 +165,11 @@ class AttentionRNNDecoder(_RecurrentDecoder):
 
         The rows of one source attend together, as groups*T queries over one copy of its memory."""
         n = state.memory.shape[0]
-        query = out.reshape(n, -1, out.shape[-1])  # (N, groups[*T], H)
-        context, weights = self.attention(query, state.memory, state.mask, keys=state.keys)  # (N, groups[*T], D)
-        context = context.reshape(*out.shape[:-1], -1)  # (B[, T], D)
-        weights = weights.reshape(*out.shape[:-1], -1)  # (B[, T], S)
+        grid = to_grid(out, state.slots, n * state.groups)  # (N*groups[, T], H)
+        context, weights = self.attention(grid.reshape(n, -1, grid.shape[-1]), state.memory, state.mask,
+                                          keys=state.keys)  # (N, groups[*T], D), (N, groups[*T], S)
+        context = from_grid(context.reshape(*grid.shape[:-1], -1), state.slots)  # (B[, T], D)
+        weights = from_grid(weights.reshape(*grid.shape[:-1], -1), state.slots)  # (B[, T], S)
         return self._readout(torch.cat([context, out], -1)), weights
 
     def _step(self, emb: Tensor, state: AttentionRNNState) -> tuple[Tensor, Tensor, AttentionRNNState]:
@@ -198,13 +200,13 @@ class AttentionRNNDecoder(_RecurrentDecoder):
         return self._project(o), state, weights
 
     def reorder_state(self, state: AttentionRNNState, index: Tensor) -> AttentionRNNState:
-        keep, groups = regroup(index, state.groups, state.memory.shape[0])
+        keep, groups, slots = regroup(index, state.groups, state.memory.shape[0], state.slots)
         memory, mask, keys = state.memory, state.mask, state.keys
         if keep is not None:
             memory, mask, keys = memory.index_select(0, keep), mask.index_select(0, keep), keys.index_select(0, keep)
         return AttentionRNNState(
             hidden=state.hidden.index_select(1, index), cell=_select(state.cell, index, 1), memory=memory,
-            mask=mask, keys=keys, feed=state.feed.index_select(0, index), groups=groups,
+            mask=mask, keys=keys, feed=state.feed.index_select(0, index), groups=groups, slots=slots,
         )
 
 

@@ -27,7 +27,7 @@ from torch import Tensor, nn
 from hourglass._registry import register_decoder
 from hourglass.attention import masked_softmax
 from hourglass.code import Code, CodeSpec
-from hourglass.decoders.base import SequenceDecoder, regroup
+from hourglass.decoders.base import SequenceDecoder, from_grid, regroup, to_grid
 from hourglass.encoders.transformer import Positions, TokenEmbedding, check_heads
 
 
@@ -41,6 +41,7 @@ class TransformerState(NamedTuple):
     self_values: tuple[Tensor, ...]  # L x (B, h, t, dh)   tensor: stacking would copy the cache every step
     prefix: Tensor  # (B, t) the tokens decoded so far (their count is the next position)
     groups: int = 1  # rows per source: rows [n*groups, (n+1)*groups) read source n
+    slots: Tensor | None = None  # (B,) each row's slot in the (N, groups) grid; None: row i at slot i
     order: Tensor | None = None  # (B,) a pending reorder: row i of the caches is row order[i] of self_keys
 
 
@@ -96,10 +97,11 @@ class DecoderLayer(nn.Module):
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, x: Tensor, past: tuple[Tensor, Tensor], cross: tuple[Tensor, Tensor], causal: Tensor | None,
-                memory_mask: Tensor, groups: int = 1, order: Tensor | None = None
+                memory_mask: Tensor, groups: int = 1, order: Tensor | None = None, slots: Tensor | None = None
                 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """x (B, T, D); past keys/values (B0, h, t, dh), whose rows ``order`` (B,) are this batch's (all B0 rows
-        when None); cross keys/values (N, h, S, dh) and memory_mask (N, S) for N = B / groups sources; causal
+        when None); cross keys/values (N, h, S, dh) and memory_mask (N, S) for N sources, row i reading source
+        ``slots[i] // groups`` (``i // groups`` when slots is None; decoders.base.regroup); causal
         (T, t+T), or None when every position may be seen. Returns x (B, T, D), keys and values (B, h, t+T, dh),
         cross weights (B, h, T, S).
         """
@@ -107,19 +109,22 @@ class DecoderLayer(nn.Module):
         k, v = self.self_attn.project_kv(h)  # (B, h, T, dh)
         k, v = _append(past[0], k, order), _append(past[1], v, order)  # (B, h, t+T, dh)
         x = x + self.dropout(self.self_attn(h, k, v, causal)[0])
-        a, weights = self._cross(self.cross_norm(x), cross, memory_mask, groups)
+        a, weights = self._cross(self.cross_norm(x), cross, memory_mask, groups, slots)
         x = x + self.dropout(a)
         x = x + self.dropout(self.ff(self.ff_norm(x)))
         return x, k, v, weights
 
-    def _cross(self, x: Tensor, cross: tuple[Tensor, Tensor], mask: Tensor, groups: int) -> tuple[Tensor, Tensor]:
+    def _cross(self, x: Tensor, cross: tuple[Tensor, Tensor], mask: Tensor, groups: int, slots: Tensor | None
+               ) -> tuple[Tensor, Tensor]:
         """x (B, T, D) -> cross-attention output (B, T, D), weights (B, h, T, S): the ``groups`` rows of a source
         are its groups*T queries (attention treats every query alike, so this is the same arithmetic)."""
-        b, t, d = x.shape
-        out, weights = self.cross_attn(x.reshape(b // groups, groups * t, d), *cross, mask[:, None, None, :])
-        n, heads, _, s = weights.shape  # (N, h, groups*T, S)
-        weights = weights.view(n, heads, groups, t, s).transpose(1, 2).reshape(b, heads, t, s)
-        return out.reshape(b, t, d), weights
+        n = mask.shape[0]
+        grid = to_grid(x, slots, n * groups)  # (N*groups, T, D)
+        g, t, d = grid.shape
+        out, weights = self.cross_attn(grid.reshape(n, groups * t, d), *cross, mask[:, None, None, :])
+        heads, s = weights.shape[1], weights.shape[-1]  # weights (N, h, groups*T, S)
+        weights = weights.view(n, heads, groups, t, s).transpose(1, 2).reshape(g, heads, t, s)
+        return from_grid(out.reshape(g, t, d), slots), from_grid(weights, slots)
 
 
 @register_decoder("transformer")
@@ -177,7 +182,7 @@ class TransformerDecoder(SequenceDecoder):
         for i, layer in enumerate(self.layers):
             past = (state.self_keys[i], state.self_values[i])
             x, k, v, weights = layer(x, past, (state.cross_keys[i], state.cross_values[i]), causal, state.mask,
-                                     state.groups, state.order)
+                                     state.groups, state.order, state.slots)
             keys.append(k)
             values.append(v)
         logits = self.output(self.norm(x))  # (B, T, V)
@@ -204,12 +209,12 @@ class TransformerDecoder(SequenceDecoder):
         """Rows ``index`` (B',) of the state. The per-source parts move only if the sources the new rows read are
         not already in place. The self-attention caches are not copied here: the reorder is kept pending and the
         next step gathers the rows as it appends its keys and values (one copy of the cache per step, not two)."""
-        keep, groups = regroup(index, state.groups, state.mask.shape[0])
+        keep, groups, slots = regroup(index, state.groups, state.mask.shape[0], state.slots)
         cross_keys, cross_values, mask = state.cross_keys, state.cross_values, state.mask
         if keep is not None:
             cross_keys, cross_values, mask = cross_keys.index_select(1, keep), cross_values.index_select(1, keep), \
                 mask.index_select(0, keep)
-        return state._replace(cross_keys=cross_keys, cross_values=cross_values, mask=mask, groups=groups,
+        return state._replace(cross_keys=cross_keys, cross_values=cross_values, mask=mask, groups=groups, slots=slots,
                               prefix=state.prefix.index_select(0, index),
                               order=index if state.order is None else state.order.index_select(0, index))
 

@@ -110,10 +110,12 @@ class Seq2SeqTask(Task):
 
     Options: ``label_smoothing`` (Szegedy et al. 2016); ``teacher_forcing``, the share of gold previous tokens
     fed in training (below 1: scheduled sampling, Bengio et al. 2015, in the two-pass form of Mihaylova & Liu
-    2019 that works for any decoder); ``beam``, ``length_penalty`` (GNMT's alpha) and ``max_len_ratio`` for
-    final evaluation and translation; ``val_beam`` for the BLEU computed at every validation (1 = greedy,
-    0 = none). Outputs are at most ``min(max_len, ceil(max_len_ratio * source length) + max_len_offset)``
-    tokens; the source length is the number of real memory positions (``Code.memory_mask``).
+    2019 that works for any decoder); ``beam``, ``length_penalty`` (GNMT's alpha), ``beam_prune`` (drop beams
+    that far, in log-probability, below their sentence's best; None: off; see search.beam_search) and
+    ``max_len_ratio`` for final evaluation and translation; ``val_beam`` for the BLEU computed at every
+    validation (1 = greedy, 0 = none). Outputs are at most
+    ``min(max_len, ceil(max_len_ratio * source length) + max_len_offset)`` tokens; the source length is the
+    number of real memory positions (``Code.memory_mask``).
     """
 
     decoder_protocol = SequenceDecoder
@@ -128,6 +130,7 @@ class Seq2SeqTask(Task):
         teacher_forcing: float = 1.0,
         beam: int = 5,
         length_penalty: float = 1.0,
+        beam_prune: float | None = None,
         val_beam: int = 1,
         max_len: int = 200,
         max_len_ratio: float | None = 2.0,
@@ -143,7 +146,11 @@ class Seq2SeqTask(Task):
         if beam < 1 or val_beam < 0:
             raise ConfigError(f"task.beam must be >= 1 and task.val_beam >= 0 (0: no BLEU while training); got "
                               f"{beam} and {val_beam}.")
-        self.label_smoothing, self.teacher_forcing = label_smoothing, teacher_forcing
+        if beam_prune is not None and not beam_prune > 0:
+            raise ConfigError(f"task.beam_prune drops the beams more than that many nats (natural log) below their "
+                              f"sentence's best; it must be > 0, or null for no pruning. Got {beam_prune}; 1.5 is "
+                              "a safe start (bench/RESULTS-seq2seq.md).")
+        self.label_smoothing, self.teacher_forcing, self.beam_prune = label_smoothing, teacher_forcing, beam_prune
         self.beam, self.length_penalty, self.val_beam = beam, length_penalty, val_beam
         self.max_len, self.max_len_ratio, self.max_len_offset = max_len, max_len_ratio, max_len_offset
         self.n_examples, self.n_attention = examples, attention_plots
@@ -203,7 +210,8 @@ class Seq2SeqTask(Task):
         if beam == 1 and nbest == 1:
             return greedy(self.decoder, code, **ids)
         alpha = self.length_penalty if length_penalty is None else length_penalty
-        return beam_search(self.decoder, code, beam=beam, nbest=nbest, length_penalty=alpha, **ids)
+        return beam_search(self.decoder, code, beam=beam, nbest=nbest, length_penalty=alpha, prune=self.beam_prune,
+                           **ids)
 
     def translate(self, items: Sequence[Any], data: Seq2SeqData, *, beam: int | None = None, nbest: int = 1,
                   max_len_ratio: Any = ..., batch_size: int | None = None) -> list[list[tuple[str, float]]]:
@@ -269,8 +277,9 @@ class Seq2SeqTask(Task):
         order = sorted(outputs)
         scores = corpus_scores([outputs[i] for i in order], [references[i] for i in order])
         nll = nlls / max(tokens, 1)
+        search = {"beam": self.beam, **({"beam_prune": self.beam_prune} if self.beam_prune else {})}
         return {**scores, "loss": losses / max(tokens, 1), "nll": nll, "ppl": math.exp(min(nll, 50.0)),
-                "sentences": len(order), "beam": self.beam}
+                "sentences": len(order), **search}
 
     def plots(self, data: Seq2SeqData, out_dir: Path) -> list[Path]:
         """Loss curves, attention heatmaps of the first validation sentences, and ``examples.json`` (beside
