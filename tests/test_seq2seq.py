@@ -152,6 +152,18 @@ def test_scheduled_sampling_and_label_smoothing_train(tmp_path):
     assert all(p.grad is not None for p in task.model.parameters() if p.requires_grad)
 
 
+def test_a_beam_prune_of_zero_or_less_is_refused_when_the_task_is_built(tmp_path):
+    from hourglass.errors import ConfigError
+    from hourglass.train import build_data, build_task
+
+    config = family_config("rnn", tmp_path, max_epochs=1)
+    config = config.model_copy(update={"task": config.task.model_copy(update={"beam_prune": -1.0})})
+    data = build_data(config)
+    data.setup("fit")
+    with pytest.raises(ConfigError, match=r"task.beam_prune .* must be > 0, or null for no pruning. Got -1.0"):
+        build_task(config, data)
+
+
 def test_corpus_scores_with_several_references():
     one = corpus_scores(["a cat sits on the mat"], ["a cat sits on the mat"])
     assert one["bleu"] == 100.0 and one["exact_match"] == 1.0

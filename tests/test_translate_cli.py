@@ -142,6 +142,16 @@ def test_bf16_decoding_gives_the_same_outputs(run_dir, monkeypatch, capsys):
     assert metrics["precision"] == "bf16-mixed" and metrics["exact_match"] >= 0.99
 
 
+def test_beam_prune_from_the_cli_keeps_the_answers_and_refuses_bad_values(run_dir, monkeypatch, capsys):
+    status, out = translate(monkeypatch, capsys, run_dir, "R a b c\nC f e d\n", "--beam", "4", "--beam-prune", "1.5")
+    assert status == 0 and out.splitlines() == ["c b a", "f e d"]
+    assert main(["evaluate", str(run_dir), "--json", "--beam-prune", "1.5"]) == 0
+    metrics = json.loads(capsys.readouterr().out)
+    assert metrics["beam_prune"] == 1.5 and metrics["exact_match"] >= 0.99
+    assert main(["translate", str(run_dir), "--beam-prune", "0"]) == 2
+    assert "--beam-prune is a margin in nats and must be > 0 (got 0.0)" in capsys.readouterr().err
+
+
 def test_attention_map(run_dir, tmp_path, capsys):
     out = tmp_path / "att.png"
     assert main(["attention", str(run_dir), "R a b c", "--output", str(out)]) == 0
@@ -163,6 +173,8 @@ def test_translate_refuses_a_run_that_is_not_seq2seq(tmp_path, tiny_config, caps
     assert "not a sequence-to-sequence" in capsys.readouterr().err
     assert main(["evaluate", str(tmp_path), "--precision", "bf16-mixed"]) == 2  # an autoencoder: not a search
     assert "--precision bf16-mixed applies to sequence-to-sequence runs" in capsys.readouterr().err
+    assert main(["evaluate", str(tmp_path), "--beam-prune", "1.5"]) == 2
+    assert "--beam-prune applies to sequence-to-sequence runs" in capsys.readouterr().err
 
 
 def test_length_batches_sort_trim_and_keep_other_sources_in_order():
