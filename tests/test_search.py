@@ -330,6 +330,8 @@ def test_prune_beams_drops_the_beams_too_far_below_their_sentence_best() -> None
     inf = float("inf")
     scores = torch.tensor([-1.0, -1.5, -2.5, -inf, -4.0, -6.0, -4.75, -5.25])  # two sentences, K = 4
     assert prune_beams(scores, 4, 1.0).tolist() == [-1.0, -1.5, -inf, -inf, -4.0, -inf, -4.75, -inf]
+    scores = torch.tensor([-1.0, -2.5, -3.0, -inf])  # the first beams are the best (_next_beams' order)
+    assert prune_beams(scores, 4, 1.0, keep=2).tolist() == [-1.0, -2.5, -inf, -inf]  # an n-best of 2 keeps 2
 
 
 #: decoder -> (output weight scale, pruning threshold) that prune some beams of the untrained test models
@@ -351,7 +353,7 @@ def test_pruned_beams_leave_the_decoder_and_the_search_is_otherwise_the_same(enc
     encoder, decoder = _model(enc, dec, vocab=vocab)
     scale, threshold = PRUNING[dec]
     decoder.output.weight.mul_(scale)  # peaked distributions, as in a trained model, so that beams fall behind
-    code, options = encoder(_sources()), dict(beam=5, bos=BOS, eos=EOS, max_len=9, length_penalty=1.0, nbest=3)
+    code, options = encoder(_sources()), dict(beam=5, bos=BOS, eos=EOS, max_len=9, length_penalty=1.0, nbest=2)
     rows = _rows_per_step(decoder)
     pruned = beam_search(decoder, code, prune=threshold, **options)
     pruned_rows, rows[:] = list(rows), []
@@ -359,7 +361,7 @@ def test_pruned_beams_leave_the_decoder_and_the_search_is_otherwise_the_same(enc
 
     def next_beams(*args, **kwargs):  # the plain search, with pruned beams kept in the batch at -inf
         scores, select, tokens = plain_next(*args, **kwargs)
-        return prune_beams(scores, kwargs["beam"], threshold), select, tokens
+        return prune_beams(scores, kwargs["beam"], threshold, keep=2), select, tokens
 
     monkeypatch.setattr(search_module, "_next_beams", next_beams)
     _assert_same(pruned, beam_search(decoder, code, **options), exact=False)
@@ -378,6 +380,7 @@ def test_a_pruned_search_gives_each_sentence_its_own_result_in_a_batch(enc: str,
     rows = _rows_per_step(decoder)
     batched = beam_search(decoder, encoder(src), max_len=limits, **options)
     assert any(n % 4 for n in rows[1:]), "some beams should have been pruned"
+    assert all(len(hyps) == 2 for hyps in batched.tokens), "pruning keeps the beams an n-best list needs"
     for i in range(src.shape[0]):
         alone = beam_search(decoder, encoder(_unpadded(src, i)), max_len=int(limits[i]), **options)
         assert alone.tokens[0] == batched.tokens[i]

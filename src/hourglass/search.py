@@ -321,12 +321,15 @@ def _next_beams(top: Tensor, origin: Tensor, token: Tensor, *, eos: int, beam: i
     return scores.reshape(-1), origin.gather(1, keep).reshape(-1), token.gather(1, keep).reshape(-1)
 
 
-def prune_beams(scores: Tensor, beam: int, threshold: float) -> Tensor:
+def prune_beams(scores: Tensor, beam: int, threshold: float, keep: int = 1) -> Tensor:
     """scores (B*K,) -> the same with -inf for every beam more than ``threshold`` (natural log) below its
-    sentence's best: absolute threshold pruning (Freitag & Al-Onaizan 2017, sec. 3). The best beam is kept."""
+    sentence's best: absolute threshold pruning (Freitag & Al-Onaizan 2017, sec. 3). The first ``keep`` beams of
+    each sentence, its best (:func:`_next_beams` orders them so), always stay: an n-best list of ``keep``
+    hypotheses needs them."""
     per_sentence = scores.view(-1, beam)  # (B, K)
-    best = per_sentence.amax(1, keepdim=True)  # (B, 1)
-    return per_sentence.masked_fill(per_sentence < best - threshold, float("-inf")).view(-1)
+    behind = per_sentence < per_sentence.amax(1, keepdim=True) - threshold  # (B, K)
+    behind[:, :keep] = False
+    return per_sentence.masked_fill(behind, float("-inf")).view(-1)
 
 
 def beam_search(decoder: SequenceDecoder, code: Code, *, beam: int, bos: int, eos: int, max_len: int | Tensor,
@@ -339,9 +342,9 @@ def beam_search(decoder: SequenceDecoder, code: Code, *, beam: int, bos: int, eo
     score / lp(Y) with GNMT's length penalty, ``length_penalty`` being its alpha (0 = none).
 
     ``prune`` (None: off) drops, after every step, the beams whose score is more than ``prune`` below their
-    sentence's best (:func:`prune_beams`); the decoder then runs only on the beams left, so a sentence whose
-    beams agree costs fewer rows. Beam 5 with ``prune=1.5`` keeps about 60% of the rows on Multi30k at the
-    same BLEU (bench/RESULTS-seq2seq.md).
+    sentence's best, keeping the ``nbest`` best (:func:`prune_beams`); the decoder then runs only on the beams
+    left, so a sentence whose beams agree costs fewer rows. Beam 5 with ``prune=1.5`` keeps about 60% of the
+    rows on Multi30k at the same BLEU (bench/RESULTS-seq2seq.md).
     """
     if not 1 <= nbest <= beam:
         raise ValueError(f"nbest must be between 1 and beam={beam}, got {nbest}")
@@ -386,7 +389,7 @@ def beam_search(decoder: SequenceDecoder, code: Code, *, beam: int, bos: int, eo
         attention = None if attention is None else attention[select]
         width, live = k, None
         if prune is not None:
-            scores = prune_beams(scores, k, prune)
+            scores = prune_beams(scores, k, prune, keep=nbest)
             alive = scores.isfinite()  # (B'*K,)
             if not bool(alive.all()):  # only the slots left get a decoder row
                 live = alive.nonzero().squeeze(1)  # (L',)
