@@ -64,6 +64,7 @@ def main() -> int:
         torch.set_num_threads(args.threads)
     run = load_seq2seq(args.run)
     task, data = run.task, run.data
+    task.beam_prune = None  # the plain variants search without pruning, whatever the run's config says
     lines = [line.strip() for _, line in zip(range(args.sentences), iter_lines(args.source)) if line.strip()]
 
     def translate(beam: int, batch: int) -> list[str]:  # batches sorted by length, as `hourglass translate` makes
@@ -91,7 +92,7 @@ def main() -> int:
                 "greedy_batched": lambda: translate(1, args.batch)}
     if hasattr(task.decoder, "use_cache"):
         variants["beam_uncached"] = uncached
-    if args.prune:
+    if args.prune is not None:
         variants["beam_pruned_batched"] = pruned
         res["prune"] = args.prune
     with torch.no_grad(), autocast(args.precision, task.device):

@@ -221,6 +221,18 @@ def test_a_beam_that_holds_every_hypothesis_finds_the_exact_optimum() -> None:
     assert len(answers[2.0]) > len(answers[0.0]), "the length penalty should favour a longer output here"
 
 
+@pytest.mark.parametrize("prune", [None, 1.0])
+@torch.no_grad()
+def test_a_sentence_that_blocking_leaves_without_any_candidate_gets_an_empty_hypothesis(prune) -> None:
+    """eos is impossible and unigram blocking bans tokens 2-4 once used: after three tokens every beam is at
+    -inf. The search stops (with pruning, no decoder row is left) and answers an empty hypothesis at -inf."""
+    decoder = _markov(3)
+    decoder.table.data[:, 1] = float("-inf")  # eos is never produced
+    hyps = beam_search(decoder, Code(vector=torch.zeros(2, 1)), beam=2, nbest=2, bos=0, eos=1, max_len=6,
+                       no_repeat_ngram=1, prune=prune)
+    assert hyps.tokens == [[[]], [[]]] and hyps.scores == [[float("-inf")], [float("-inf")]]
+
+
 @torch.no_grad()
 def test_the_first_step_runs_one_row_per_sentence_then_k() -> None:
     """At the first step the K beams of a sentence are all bos: one row each, expanded to K after it."""
@@ -344,18 +356,31 @@ def _rows_per_step(decoder: SequenceDecoder) -> list[int]:
     return rows
 
 
-@pytest.mark.parametrize("enc,dec,vocab", [*((e, d, VOCAB) for e, d in PAIRS), ("gru", "gru-attention", 640),
-                                           ("transformer", "transformer", 640)])
+_PER_SENTENCE = {"no_repeat_ngram": 2, "max_len": torch.tensor([3, 9, 5, 7])}
+
+
+@pytest.mark.parametrize("enc,dec,vocab,extra", [
+    *((e, d, VOCAB, {}) for e, d in PAIRS),
+    ("gru", "gru-attention", 640, {}), ("transformer", "transformer", 640, {}),  # the block top-k path
+    ("gru", "gru-attention", VOCAB, _PER_SENTENCE), ("transformer", "transformer", VOCAB, _PER_SENTENCE),
+    ("transformer", "transformer", 6, {}),  # fewer than 2K candidates: -inf ones fill the top-k
+    ("transformer", "transformer", VOCAB, {"use_cache": False}),
+])
 @torch.no_grad()
-def test_pruned_beams_leave_the_decoder_and_the_search_is_otherwise_the_same(enc, dec, vocab, monkeypatch) -> None:
+def test_pruned_beams_leave_the_decoder_and_the_search_is_otherwise_the_same(enc, dec, vocab, extra,
+                                                                           monkeypatch) -> None:
     """Pruning must equal a plain search whose pruned beams stay in the batch with a score of -inf (they can
-    never come back), while the decoder runs on fewer rows. Vocabulary 640 takes the block top-k path."""
+    never come back), while the decoder runs on fewer rows, also with n-gram blocking and limits per sentence."""
     encoder, decoder = _model(enc, dec, vocab=vocab)
+    extra = dict(extra)
+    decoder.use_cache = extra.pop("use_cache", True)
     scale, threshold = PRUNING[dec]
     decoder.output.weight.mul_(scale)  # peaked distributions, as in a trained model, so that beams fall behind
-    code, options = encoder(_sources()), dict(beam=5, bos=BOS, eos=EOS, max_len=9, length_penalty=1.0, nbest=2)
+    src = _sources()
+    src = torch.where(src == PAD, src, 4 + src % (vocab - 4))  # tokens of the vocabulary
+    options = dict(beam=5, bos=BOS, eos=EOS, max_len=9, length_penalty=1.0, nbest=2) | extra
     rows = _rows_per_step(decoder)
-    pruned = beam_search(decoder, code, prune=threshold, **options)
+    pruned = beam_search(decoder, encoder(src), prune=threshold, **options)
     pruned_rows, rows[:] = list(rows), []
     plain_next = search_module._next_beams
 
@@ -364,9 +389,10 @@ def test_pruned_beams_leave_the_decoder_and_the_search_is_otherwise_the_same(enc
         return prune_beams(scores, kwargs["beam"], threshold, keep=2), select, tokens
 
     monkeypatch.setattr(search_module, "_next_beams", next_beams)
-    _assert_same(pruned, beam_search(decoder, code, **options), exact=False)
-    assert sum(pruned_rows) < 0.8 * sum(rows), (pruned_rows, rows)
+    _assert_same(pruned, beam_search(decoder, encoder(src), **options), exact=False)
+    assert sum(pruned_rows) < 0.85 * sum(rows), (pruned_rows, rows)
     assert any(n % 5 for n in pruned_rows[1:]), "sentences should keep different numbers of beams"
+    assert all(len(hyps) == 2 for hyps in pruned.tokens)
 
 
 @pytest.mark.parametrize("enc,dec", [("gru", "gru-attention"), ("transformer", "transformer")])

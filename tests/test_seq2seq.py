@@ -160,7 +160,7 @@ def test_a_beam_prune_of_zero_or_less_is_refused_when_the_task_is_built(tmp_path
     config = config.model_copy(update={"task": config.task.model_copy(update={"beam_prune": -1.0})})
     data = build_data(config)
     data.setup("fit")
-    with pytest.raises(ConfigError, match=r"task.beam_prune .* must be > 0, or null for no pruning. Got -1.0"):
+    with pytest.raises(ConfigError, match=r"task.beam_prune .* must be finite and > 0, or null .* Got -1.0"):
         build_task(config, data)
 
 

@@ -143,13 +143,19 @@ def test_bf16_decoding_gives_the_same_outputs(run_dir, monkeypatch, capsys):
 
 
 def test_beam_prune_from_the_cli_keeps_the_answers_and_refuses_bad_values(run_dir, monkeypatch, capsys):
+    import hourglass.tasks.seq2seq as seq2seq_module
+
+    seen, search = [], seq2seq_module.beam_search
+    monkeypatch.setattr(seq2seq_module, "beam_search", lambda *a, **kw: (seen.append(kw["prune"]), search(*a, **kw))[1])
     status, out = translate(monkeypatch, capsys, run_dir, "R a b c\nC f e d\n", "--beam", "4", "--beam-prune", "1.5")
-    assert status == 0 and out.splitlines() == ["c b a", "f e d"]
+    assert status == 0 and out.splitlines() == ["c b a", "f e d"] and seen == [1.5]
     assert main(["evaluate", str(run_dir), "--json", "--beam-prune", "1.5"]) == 0
     metrics = json.loads(capsys.readouterr().out)
     assert metrics["beam_prune"] == 1.5 and metrics["exact_match"] >= 0.99
-    assert main(["translate", str(run_dir), "--beam-prune", "0"]) == 2
-    assert "--beam-prune is a margin in nats and must be > 0 (got 0.0)" in capsys.readouterr().err
+    for bad in ("0", "nan", "inf"):
+        assert main(["translate", str(run_dir), "--beam-prune", bad]) == 2
+        assert f"--beam-prune is a margin in nats and must be a finite number > 0 (got {float(bad)})" in \
+            capsys.readouterr().err
 
 
 def test_attention_map(run_dir, tmp_path, capsys):

@@ -17,6 +17,7 @@ Conventions shared by all three:
 from __future__ import annotations
 
 import functools
+import math
 from dataclasses import dataclass
 from typing import Callable
 
@@ -65,7 +66,8 @@ class _LogProbs:
     to bfloat16 or float16 (autocast gives such logits); float64 stays float64.
 
     One object serves one search and writes every step of ``_LARGE`` numbers or more into the same buffer (the
-    first N rows of it; N only shrinks after the first steps). A fresh (N, V) tensor per step would be memory
+    first N rows of it; N changes as sentences leave and, with pruning, as beams are dropped, and the buffer
+    grows to the largest N seen). A fresh (N, V) tensor per step would be memory
     that the CPU has to fault in again each time: on Multi30k's beam search (640 x 4,000) that made the
     log-softmax twice as slow. What a step returns is overwritten by the next step: the search reads it within
     the step.
@@ -348,8 +350,8 @@ def beam_search(decoder: SequenceDecoder, code: Code, *, beam: int, bos: int, eo
     """
     if not 1 <= nbest <= beam:
         raise ValueError(f"nbest must be between 1 and beam={beam}, got {nbest}")
-    if prune is not None and not prune > 0:
-        raise ValueError(f"prune is a log-probability margin and must be > 0 (or None: off), got {prune}")
+    if prune is not None and not 0 < prune < math.inf:
+        raise ValueError(f"prune is a log-probability margin and must be finite and > 0 (None: off), got {prune}")
     batch, k, device, alpha = code.batch_size, beam, _device(decoder), length_penalty
     limit = _limits(max_len, batch, device)
     # At the first step all K beams of a sentence are the same hypothesis (bos), so it runs on one row per
@@ -394,6 +396,8 @@ def beam_search(decoder: SequenceDecoder, code: Code, *, beam: int, bos: int, eo
             if not bool(alive.all()):  # only the slots left get a decoder row
                 live = alive.nonzero().squeeze(1)  # (L',)
                 rows, tokens = rows[live], tokens[live]
+        if live is not None and not live.numel():  # every beam at -inf (n-gram blocking): nothing can finish
+            break
         state = decoder.reorder_state(state, rows)
     return _collect(finished, nbest, _trimmer(code))
 
@@ -401,8 +405,9 @@ def beam_search(decoder: SequenceDecoder, code: Code, *, beam: int, bos: int, eo
 def _collect(finished: _Finished, nbest: int, trim: Callable[[Tensor | None, int], Tensor | None]) -> Hypotheses:
     tokens, scores, attention = [], [], []
     for b, f in enumerate(finished):
-        # Every sentence has one finished hypothesis at least: eos is forced at max_len on the best beam.
-        ranked = sorted(f, key=lambda item: -item[0])[:nbest]  # stable: earlier wins a tie
+        # A sentence has one finished hypothesis at least (eos is forced at max_len on the best beam) unless
+        # n-gram blocking left it no finite candidate, not even eos: then it gets an empty one at -inf.
+        ranked = sorted(f, key=lambda item: -item[0])[:nbest] or [(float("-inf"), [], None)]  # stable sort
         tokens.append([item[1] for item in ranked])
         scores.append([item[0] for item in ranked])
         attention.append(trim(ranked[0][2], b))

@@ -10,6 +10,7 @@ input order; an empty input line gives an empty output line. With ``--nbest N``,
 """
 from __future__ import annotations
 
+import math
 import queue
 import sys
 import threading
@@ -51,12 +52,13 @@ def add_beam_prune(p) -> None:
 
 
 def set_beam_prune(run, value: float | None) -> None:
-    """``--beam-prune`` over the run's task.beam_prune; a clear error for a value <= 0 or a run without search."""
+    """``--beam-prune`` over the run's task.beam_prune; a clear error for a value that is not a positive number,
+    or a run without search."""
     if value is None:
         return
-    if value <= 0:
-        raise HourglassError(f"--beam-prune is a margin in nats and must be > 0 (got {value}); leave it out for a "
-                             "plain beam search.")
+    if not 0 < value < math.inf:  # also refuses nan
+        raise HourglassError(f"--beam-prune is a margin in nats and must be a finite number > 0 (got {value}); "
+                             "leave it out for a plain beam search.")
     if not hasattr(run.task, "beam_prune"):
         raise HourglassError(f'--beam-prune applies to sequence-to-sequence runs, whose evaluation is a beam search; '
                              f'{run.path} is a "{run.config.task.name}" run. Leave --beam-prune out.')

@@ -42,7 +42,7 @@ class AttentionRNNState(NamedTuple):
 
     hidden: Tensor  # (L, B, H)
     cell: Tensor | None  # (L, B, H) for an LSTM, None for a GRU
-    memory: Tensor  # (N, S, D), one per source; N = B / groups
+    memory: Tensor  # (N, S, D), one per source (N sources; row i reads source slot // groups)
     mask: Tensor  # (N, S), True at real source tokens
     keys: Tensor  # (N, S, A): the attention's memory projection, computed once per source
     feed: Tensor  # (B, E): the previous attentional vector o_{t-1} (input feeding); zeros at the start

@@ -12,7 +12,8 @@ computes them once.
 Beam search keeps K rows per sentence, and all K read the same source. The state therefore holds the
 cross-attention keys and values once per source (``groups`` = K rows each), and the K rows of a sentence
 attend to them together as K queries; ``reorder_state`` moves them only when a sentence leaves the batch.
-Moving them with the beams at every step would copy L x 2 x (B*K) x S x d numbers per token.
+Moving them with the beams at every step would copy L x 2 x (B*K) x S x d numbers per token. With beam pruning
+a sentence keeps fewer rows: they sit in its ``groups`` slots (``slots``; decoders.base.regroup).
 
 ``forward`` returns the cross-attention weights of the last layer, averaged over heads, (B, T, S); ``step``
 returns (B, S).
@@ -34,13 +35,13 @@ from hourglass.encoders.transformer import Positions, TokenEmbedding, check_head
 class TransformerState(NamedTuple):
     """The decoder state. L layers, h heads, head size dh, t tokens decoded so far."""
 
-    cross_keys: Tensor  # (L, N, h, S, dh), one per source; N = B / groups
+    cross_keys: Tensor  # (L, N, h, S, dh), one per source (N sources; row i reads source slot // groups)
     cross_values: Tensor  # (L, N, h, S, dh)
     mask: Tensor  # (N, S), True at real source tokens
     self_keys: tuple[Tensor, ...]  # L x (B, h, t, dh); t = 0 when use_cache=False. A tuple, not one stacked
     self_values: tuple[Tensor, ...]  # L x (B, h, t, dh)   tensor: stacking would copy the cache every step
     prefix: Tensor  # (B, t) the tokens decoded so far (their count is the next position)
-    groups: int = 1  # rows per source: rows [n*groups, (n+1)*groups) read source n
+    groups: int = 1  # grid width: slots [n*groups, (n+1)*groups) read source n; see decoders.base.regroup
     slots: Tensor | None = None  # (B,) each row's slot in the (N, groups) grid; None: row i at slot i
     order: Tensor | None = None  # (B,) a pending reorder: row i of the caches is row order[i] of self_keys
 

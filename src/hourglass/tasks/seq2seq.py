@@ -146,10 +146,10 @@ class Seq2SeqTask(Task):
         if beam < 1 or val_beam < 0:
             raise ConfigError(f"task.beam must be >= 1 and task.val_beam >= 0 (0: no BLEU while training); got "
                               f"{beam} and {val_beam}.")
-        if beam_prune is not None and not beam_prune > 0:
+        if beam_prune is not None and not 0 < beam_prune < math.inf:
             raise ConfigError(f"task.beam_prune drops the beams more than that many nats (natural log) below their "
-                              f"sentence's best; it must be > 0, or null for no pruning. Got {beam_prune}; 1.5 is "
-                              "a safe start (bench/RESULTS-seq2seq.md).")
+                              f"sentence's best; it must be finite and > 0, or null for no pruning. Got {beam_prune}; "
+                              "1.5 is a safe start (bench/RESULTS-seq2seq.md).")
         self.label_smoothing, self.teacher_forcing, self.beam_prune = label_smoothing, teacher_forcing, beam_prune
         self.beam, self.length_penalty, self.val_beam = beam, length_penalty, val_beam
         self.max_len, self.max_len_ratio, self.max_len_offset = max_len, max_len_ratio, max_len_offset
