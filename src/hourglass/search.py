@@ -67,10 +67,9 @@ class _LogProbs:
 
     One object serves one search and writes every step of ``_LARGE`` numbers or more into the same buffer (the
     first N rows of it; N changes as sentences leave and, with pruning, as beams are dropped, and the buffer
-    grows to the largest N seen). A fresh (N, V) tensor per step would be memory
-    that the CPU has to fault in again each time: on Multi30k's beam search (640 x 4,000) that made the
-    log-softmax twice as slow. What a step returns is overwritten by the next step: the search reads it within
-    the step.
+    grows to the largest N seen). A fresh (N, V) tensor per step would be memory that the CPU has to fault in
+    again each time: on Multi30k's beam search (640 x 4,000) that made the log-softmax twice as slow. What a
+    step returns is overwritten by the next step: the search reads it within the step.
     """
 
     def __init__(self) -> None:
