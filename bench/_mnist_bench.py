@@ -1,5 +1,5 @@
 """What the MNIST recipe benches share (ae_vs_pca, denoising, vae_elbo): their common options, one fresh
-training run of a recipe through ``hourglass.train.train``, and the results file."""
+training run of a recipe through ``hourglass.training.train``, and the results file."""
 from __future__ import annotations
 
 import argparse
@@ -14,7 +14,7 @@ import torch
 
 from hourglass import recipebook
 from hourglass.run import Run
-from hourglass.train import train
+from hourglass.training import train
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = (ROOT / ".." / "shared" / "data" / "mnist").resolve()

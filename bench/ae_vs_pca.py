@@ -1,7 +1,7 @@
 """Autoencoder vs PCA on held-out MNIST digits, at the same code size.
 
 For each latent size D, train the ``mnist-ae`` recipe with ``model.bottleneck.dim=D`` through the real
-training path (``hourglass.train.train``), then read ``metrics.json`` (``final.sse_per_image`` and
+training path (``hourglass.training.train``), then read ``metrics.json`` (``final.sse_per_image`` and
 ``final.pca_sse_per_image``: squared error summed over the 784 pixels, averaged over the 1,000 held-out
 digits). The bench also recomputes both numbers independently from the run directory (``Run.reconstruct`` on
 the held-out split; PCA fitted on all 7,000 training digits rather than the first 4,000), so a wrong metric

@@ -1,7 +1,7 @@
 """Denoising autoencoder on held-out MNIST digits: PSNR of the noisy input vs PSNR of the denoised output.
 
 For each Gaussian noise level sigma, train the ``mnist-dae`` recipe with ``task.noise_level=sigma`` through the
-real training path (``hourglass.train.train``) and read ``metrics.json``: ``final.psnr_noisy_input``,
+real training path (``hourglass.training.train``) and read ``metrics.json``: ``final.psnr_noisy_input``,
 ``final.psnr`` (of the reconstruction from the noisy input, against the clean digit) and
 ``final.denoising_gain_db``. These are pooled PSNRs (one mean squared error over all held-out pixels), the
 noise drawn with the fixed per-batch seeds that validation uses. Noise is clipped to [0, 1], so the noisy

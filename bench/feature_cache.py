@@ -20,7 +20,7 @@ import lightning as L
 import torch
 
 from hourglass import recipebook
-from hourglass.train import build_data, build_task
+from hourglass.training import build_data, build_task
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 
 from hourglass import recipebook
-from hourglass.train import train
+from hourglass.training import train
 
 MNIST = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"
 TRAIN_ALL = ["model.freeze_encoder=false", "train.cache_features=false"]

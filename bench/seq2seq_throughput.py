@@ -3,7 +3,7 @@
 Both sides build the recipe's model with the same builder and seed, read the same batches (the data module's
 length-bucketed, token-budget sampler, epoch 0), and take the same optimizer steps: Adam(W) with the recipe's
 warm-up schedule, label-smoothed cross-entropy ignoring padding, gradient clipping. "ours" is
-``hourglass.train.train`` itself (Lightning, per-step seeding, logging, checkpoints every
+``hourglass.training.train`` itself (Lightning, per-step seeding, logging, checkpoints every
 ``train.checkpoint_every_n_steps``); the plain loop is what one would write by hand. Only training steps are
 timed: the first ``--warmup`` steps are not, the next ``--steps`` are, and ``data.train_limit`` keeps them
 inside the first epoch, so no validation falls in the window. Rounds alternate which side goes first.
@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from lightning.pytorch.callbacks import Callback
 
-import hourglass.train as hg_train
+import hourglass.training as hg_train
 from hourglass import recipebook
 from hourglass.data.tokenizer import PAD_ID
 from hourglass.tasks.schedule import lr_factor, make_optimizer

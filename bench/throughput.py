@@ -5,7 +5,7 @@ Both sides train the ``mnist-ae`` recipe's model (built by the same builder from
 recipe's lr) and the same loss (Bernoulli log-likelihood summed over pixels, averaged over the batch). They
 run in one process, interleaved, alternating which goes first: rounds of [ours, plain], [plain, ours], ...
 
-"ours" is ``hourglass.train.train(config)`` itself, with everything the recipe switches on: the Rich
+"ours" is ``hourglass.training.train(config)`` itself, with everything the recipe switches on: the Rich
 progress bar, logging to CSV and TensorBoard every ``trainer.log_every_n_steps`` (10), the ``last``
 checkpoint every 100 steps and the ``best`` one after each validation, early stopping, and the validation
 epoch at the end of each training epoch. The bench changes only three things around it, none timed: it adds
@@ -40,7 +40,7 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 
-import hourglass.train as hg_train
+import hourglass.training as hg_train
 from hourglass import recipebook
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -154,7 +154,7 @@ class Window(L.Callback):
 
 
 def run_ours(args: argparse.Namespace, round_no: int) -> dict:
-    """One run of ``hourglass.train.train`` with stopwatches; returns the timed window's numbers."""
+    """One run of ``hourglass.training.train`` with stopwatches; returns the timed window's numbers."""
     config = load_config(args, args.overrides)
     clock = Clock()
     window = Window(clock, args.warmup, args.steps)

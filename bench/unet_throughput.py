@@ -6,7 +6,7 @@ optimizer (AdamW, the recipe's lr and weight decay, its warm-up + cosine schedul
 cross-entropy + Dice) and the same bfloat16 autocast. They run in one process, interleaved, alternating which
 goes first: rounds of [ours, plain], [plain, ours], ...
 
-"ours" is ``hourglass.train.train(config)`` with everything the recipe switches on (progress bar, CSV and
+"ours" is ``hourglass.training.train(config)`` with everything the recipe switches on (progress bar, CSV and
 TensorBoard logging, ``last`` checkpoints, the ``best`` checkpoint and early stopping after each validation,
 the validation epoch). The bench only adds a timing callback and trains with ``report=False`` (the final
 metrics, plots and report come after training).
@@ -37,7 +37,7 @@ from pathlib import Path
 import lightning as L
 import torch
 
-import hourglass.train as hg_train
+import hourglass.training as hg_train
 from hourglass import recipebook
 from hourglass.tasks.schedule import configure
 

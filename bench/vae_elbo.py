@@ -1,6 +1,6 @@
 """VAE on held-out MNIST digits: ELBO (nats per image), KL, and linear vs cyclical KL annealing.
 
-Train the ``mnist-vae`` recipe through the real training path (``hourglass.train.train``) once as shipped
+Train the ``mnist-vae`` recipe through the real training path (``hourglass.training.train``) once as shipped
 (linear annealing) and once with ``task.anneal=cyclical`` (Fu et al. 2019), and read ``metrics.json``
 (``final.elbo``, ``final.kl``, ``final.recon``). With ``loss: bce`` on grey-level pixels the "likelihood" is
 the Bernoulli cross-entropy of a grey value, not a normalized density, so these nats compare runs of this

@@ -46,6 +46,16 @@ def test_incompatible_pair_names_both_parts(capsys) -> None:
     assert '"gru-attention" needs `memory`' in err and 'encoder "mlp" provides only `vector`' in err
 
 
+@pytest.mark.parametrize("setting, words", [
+    ("model.decoder={name: unet}", 'Decoder "unet" writes mask, but the "autoencoder" task trains a decoder that '
+                                   "writes image. Set model.decoder.name to one of: deconv, mlp."),
+    ("task.name=classification", 'Decoder "deconv" writes image, but the "classification" task trains a decoder '
+                                 "that writes labels. Set model.decoder.name to one of: classifier."),
+])
+def test_a_decoder_that_writes_the_wrong_kind_of_output_is_refused(capsys, setting: str, words: str) -> None:
+    assert words in _fails(capsys, "train", *FAST, setting)
+
+
 def test_sequence_decoder_for_an_image_task_is_refused(capsys) -> None:
     err = _fails(capsys, "train", *FAST, "model.decoder={name: gru-attention}", "model.bottleneck={name: none}")
     assert "needs a Decoder" in err
@@ -102,7 +112,7 @@ def test_nan_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(monkeyp
     from hourglass import recipebook
     from hourglass.checkpoint import load_tree
     from hourglass.tasks.autoencoder import AutoencoderTask
-    from hourglass.train import train
+    from hourglass.training import train
 
     real_loss = AutoencoderTask.loss
 
@@ -117,3 +127,65 @@ def test_nan_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(monkeyp
     tree = load_tree(tmp_path / "run" / "checkpoints" / "last.safetensors")
     assert tree["global_step"] == 6
     assert all(torch.isfinite(t).all() for t in tree["state_dict"].values())
+    # The fix the message gives: resume with a lower train.lr, which replaces the checkpoint's learning rate.
+    monkeypatch.undo()
+    lower = recipebook.load(str(tmp_path / "run" / "config.yaml"), ["train.lr=0.0001"])
+    train(lower, resume=tmp_path / "run", report=False)
+    tree = load_tree(tmp_path / "run" / "checkpoints" / "last.safetensors")
+    assert tree["global_step"] > 6 and tree["optimizer_states"][0]["param_groups"][0]["lr"] == pytest.approx(1e-4)
+
+
+def test_nan_loss_before_any_checkpoint_says_to_start_again(monkeypatch, tmp_path: Path) -> None:
+    from hourglass import recipebook
+    from hourglass.tasks.autoencoder import AutoencoderTask
+    from hourglass.training import train
+
+    monkeypatch.setattr(AutoencoderTask, "loss", lambda self, batch, stage, batch_idx=0: (torch.tensor(float("inf")), {}))
+    with pytest.raises(TrainingError, match=r"loss became inf at step 0 .*No checkpoint was due yet.*new --out"):
+        train(recipebook.load("digits-ae", FAST[1:]), out=str(tmp_path / "run"))
+
+
+@pytest.mark.parametrize("setting, words", [
+    ("data.batch_size=0", '"data.batch_size" has a wrong value 0: .* at least 1'),
+    ("model.bottleneck.dim=-1", '"model.bottleneck.dim" has a wrong value -1: .* at least 1'),
+    ("model.encoder.channels=[]", '"model.encoder.channels" has a wrong value \\[\\]: .*non-empty list'),
+    ("model.encoder.channels=[32, 0]", '"model.encoder.channels" .* at least 1'),
+    ("task.loss=l3", "\"task.loss\" has a wrong value 'l3': Input should be 'mse', 'bce' or 'l1'\\.$"),
+])
+def test_option_out_of_range_is_refused_before_anything_runs(capsys, tmp_path: Path, setting: str, words: str) -> None:
+    import re
+
+    err = _fails(capsys, "train", *FAST, setting, "--out", str(tmp_path / "run"))
+    assert re.search(words, err), err
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("setting, words", [
+    ("trainer.precision=foo", "Precision 'foo' is invalid"),
+    ("trainer.strategy=ddpx", "invalid strategy name"),
+])
+def test_bad_trainer_value_is_a_config_error_and_writes_nothing(capsys, tmp_path: Path, setting: str, words: str) -> None:
+    err = _fails(capsys, "train", *FAST, setting, "--out", str(tmp_path / "run"))
+    assert words in err and "trainer.* key" in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_an_existing_run_is_never_overwritten_by_a_new_one(capsys, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    assert main(["train", *FAST, "--out", str(run)]) == 0
+    before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    err = _fails(capsys, "train", *FAST, "data.batch_size=0", "--out", str(run))  # a bad config changes nothing
+    err = _fails(capsys, "train", *FAST, "--out", str(run))
+    assert f"Will not train into {run}: it already holds a run" in err and f"--resume {run}" in err
+    assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
+
+
+def test_resume_refuses_a_changed_model_and_an_extra_recipe(capsys, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    assert main(["train", *FAST, "--out", str(run)]) == 0
+    config = (run / "config.yaml").read_text()
+    err = _fails(capsys, "train", "--resume", str(run), "--set", "model.bottleneck.dim=8")
+    assert "Cannot resume" in err and "model.bottleneck.dim: 4 -> 8" in err and "train.max_epochs" in err
+    err = _fails(capsys, "train", "mnist-ae", "--resume", str(run))
+    assert "recipe mnist-ae would be ignored" in err
+    assert (run / "config.yaml").read_text() == config

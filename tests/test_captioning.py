@@ -197,7 +197,7 @@ TINY = ["train.progress=false", "data.train_size=2400", "data.val_size=100", "da
 
 @pytest.fixture(scope="module")
 def tiny_run(mnist_dir: Path, tmp_path_factory) -> Path:
-    from hourglass.train import train
+    from hourglass.training import train
 
     config = recipebook.load("mnist-captions", [f"data.path={mnist_dir}", *TINY])
     # One thread: batches this small gain nothing from two, and on a busy machine two threads spin and wait on

@@ -6,7 +6,7 @@ import pytest
 from hourglass import recipebook
 from hourglass.config import apply_overrides, parse_value
 from hourglass.errors import ConfigError, RegistryError
-from hourglass.train import build_data, build_task
+from hourglass.training import build_data, build_task
 
 
 def test_every_recipe_validates() -> None:

@@ -14,7 +14,7 @@ from hourglass.errors import CheckpointError, ConfigError
 from hourglass.features import CACHE_FILE, cached_data
 from hourglass.pretrained import load_parts
 from hourglass.run import Run
-from hourglass.train import build_data, build_task, train
+from hourglass.training import build_data, build_task, train
 
 TINY = ["train.max_epochs=1", "train.progress=false", "data.limit=200", "data.batch_size=32",
         "model.encoder.channels=[4,8]", "model.bottleneck.dim=4", "model.decoder.channels=[8,4]"]
@@ -130,6 +130,22 @@ def test_a_probe_run_reloads_without_its_pretrained_source(probes: dict, tmp_pat
     (run_dir / "config.yaml").write_text(text.replace("pretrained_encoder: ", "pretrained_encoder: /gone"))
     saved = json.loads((probes["live"] / "metrics.json").read_text())["final"]
     assert Run.load(run_dir).evaluate()["accuracy"] == pytest.approx(saved["accuracy"])
+
+
+def test_a_probe_run_encodes_but_refuses_to_reconstruct_or_score_unlabelled_data(probes: dict, tmp_path: Path,
+                                                                                capsys) -> None:
+    from hourglass.cli import main
+
+    images = (np.random.default_rng(0).random((6, 8, 8)) * 255).astype(np.uint8)
+    np.save(tmp_path / "x.npy", images)  # no labels
+    assert main(["encode", str(probes["live"]), "--data", str(tmp_path / "x.npy"), "--output", str(tmp_path / "c.npy")]) == 0
+    assert np.load(tmp_path / "c.npy").shape[0] == 6
+    capsys.readouterr()
+    assert main(["reconstruct", str(probes["live"]), "--data", str(tmp_path / "x.npy"), "--output", str(tmp_path / "r.png")]) == 2
+    err = capsys.readouterr().err
+    assert '"classification" run; reconstruct needs an autoencoder run' in err and not (tmp_path / "r.png").exists()
+    assert main(["evaluate", str(probes["live"]), "--data", str(tmp_path / "x.npy"), "--json"]) == 2
+    assert "has no labels, so a classifier cannot be scored" in capsys.readouterr().err
 
 
 def test_the_cache_refuses_what_it_would_get_wrong(ae_run: Path, tmp_path: Path) -> None:

@@ -1,6 +1,7 @@
 """A run killed with SIGKILL mid-epoch and resumed ends with the same weights as an uninterrupted run."""
 from __future__ import annotations
 
+import csv
 import json
 import os
 import signal
@@ -68,6 +69,13 @@ def test_sigkill_mid_epoch_then_resume_matches_uninterrupted(tmp_path: Path) -> 
     a = json.loads((tmp_path / "full/metrics.json").read_text())
     b = json.loads((tmp_path / "killed/metrics.json").read_text())
     assert a["steps"] == b["steps"] and a["final"]["mse"] == b["final"]["mse"]
+    # The CSV log keeps the rows from before the kill (Lightning's logger would delete them) and none twice.
+    assert _log(tmp_path / "full") == _log(tmp_path / "killed")
+
+
+def _log(run: Path) -> list[tuple]:
+    with (run / "logs" / "metrics.csv").open() as f:
+        return [(r["epoch"], r["step"], r.get("train/loss"), r.get("val/loss")) for r in csv.DictReader(f)]
 
 
 def test_resume_of_a_missing_run_is_a_clear_error(tmp_path: Path, capsys) -> None:

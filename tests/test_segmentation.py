@@ -1,5 +1,5 @@
 """Semantic segmentation: decoders (unet, segnet), losses and metrics, paired augmentation, the data module's
-errors, training through ``hourglass.train.train`` on a synthetic task, and ``hourglass segment``."""
+errors, training through ``hourglass.training.train`` on a synthetic task, and ``hourglass segment``."""
 from __future__ import annotations
 
 import json
@@ -16,7 +16,7 @@ from hourglass.data.segmentation import SegmentationDataModule, augmentation
 from hourglass.errors import DataError, IncompatiblePairError
 from hourglass.model import DataContext, build_model
 from hourglass.tasks.segmentation import cross_entropy, dice_loss, metric_collection
-from hourglass.train import train
+from hourglass.training import train
 
 H, W = 13, 17  # odd on purpose: the encoder pads, the decoder must crop back
 CLASSES = ["background", "square"]

@@ -76,7 +76,7 @@ def family_config(family: str, root: Path, **train_overrides):
 
 def trained_run(tmp_path_factory, family: str) -> Path:
     """Train (once per test session: the run is kept in the session's base temp) and return the run directory."""
-    from hourglass.train import train
+    from hourglass.training import train
 
     root = tmp_path_factory.getbasetemp() / f"seq2seq-{family}"
     if not (root / "run" / "metrics.json").is_file():
@@ -136,7 +136,7 @@ def test_beam_1_equals_greedy_and_padding_changes_nothing(family_run):
 
 def test_scheduled_sampling_and_label_smoothing_train(tmp_path):
     """teacher_forcing < 1 (two-pass scheduled sampling) gives a finite loss with gradients everywhere."""
-    from hourglass.train import build_data, build_task
+    from hourglass.training import build_data, build_task
 
     config = family_config("rnn", tmp_path, max_epochs=1)
     config = config.model_copy(update={"task": config.task.model_copy(update={"teacher_forcing": 0.5,
@@ -154,7 +154,7 @@ def test_scheduled_sampling_and_label_smoothing_train(tmp_path):
 
 def test_a_beam_prune_of_zero_or_less_is_refused_when_the_task_is_built(tmp_path):
     from hourglass.errors import ConfigError
-    from hourglass.train import build_data, build_task
+    from hourglass.training import build_data, build_task
 
     config = family_config("rnn", tmp_path, max_epochs=1)
     config = config.model_copy(update={"task": config.task.model_copy(update={"beam_prune": -1.0})})

@@ -9,8 +9,9 @@ import pytest
 from PIL import Image
 
 from hourglass.cli import main
+from hourglass.errors import DataError
 from hourglass.run import Run
-from hourglass.train import train
+from hourglass.training import train
 
 
 @pytest.fixture(scope="module")
@@ -73,6 +74,17 @@ def test_python_api_mirrors_the_cli(ae_run: Path) -> None:
     recon = run.reconstruct(x)
     assert recon.shape == x.shape and 0 <= recon.min() and recon.max() <= 1
     np.testing.assert_allclose(run.decode(codes), recon, atol=1e-5)
+    pixels = np.round(x * 255).astype(np.uint8)  # uint8 pixels are scaled to [0, 1] as the CLI's readers do
+    np.testing.assert_allclose(run.encode(pixels), run.encode(pixels / 255.0), atol=1e-6)
+    with pytest.raises(DataError, match=r"values from 0 to 255.*reads float pixels in \[0, 1\]"):
+        run.encode(pixels.astype(np.float32))
+
+
+def test_hg_train_stays_the_function_after_the_module_is_imported() -> None:
+    import hourglass as hg
+    import hourglass.training  # noqa: F401 - a submodule import must not shadow the API function
+
+    assert hg.train is train and callable(hg.train)
 
 
 def test_sample_needs_a_generative_model(ae_run: Path, vae_run: Path, tmp_path: Path, capsys) -> None:

@@ -166,7 +166,7 @@ def test_attention_map(run_dir, tmp_path, capsys):
 
 def test_translate_refuses_a_run_that_is_not_seq2seq(tmp_path, tiny_config, capsys):
     from hourglass.config import save_config
-    from hourglass.train import build_data, build_task
+    from hourglass.training import build_data, build_task
     from hourglass.weights import save_weights
 
     config = tiny_config()

@@ -32,7 +32,7 @@ def __getattr__(name: str):
 
         return load
     if name == "train":
-        from hourglass.train import train
+        from hourglass.training import train
 
         return train
     if name in ("load_run", "Run"):

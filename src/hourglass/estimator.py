@@ -60,7 +60,7 @@ class AutoencoderTransformer(TransformerMixin, BaseEstimator):
 
     def fit(self, X, y=None):
         from hourglass.run import Run
-        from hourglass.train import train
+        from hourglass.training import train
 
         X = check_array(X, dtype=np.float64)
         self.min_, self.range_ = X.min(0), np.maximum(X.max(0) - X.min(0), 1e-12)

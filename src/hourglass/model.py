@@ -98,8 +98,19 @@ def _check_modality(encoder_name: str, encoder_modality: str, data: DataContext)
     if encoder_modality != data.modality:
         raise IncompatiblePairError(
             f'Encoder "{encoder_name}" reads {encoder_modality} input, but the data provides {data.modality} '
-            f"input. Choose an encoder for {data.modality} data (see `hourglass info --components`)."
+            f"input. Set model.encoder.name to one for {data.modality} data: "
+            f"{', '.join(n for n in ENCODERS.names() if ENCODERS.get(n).modality == data.modality)}."
         )
+
+
+def _check_output(name: str, decoder_cls: type, output: str | None, task: str) -> None:
+    if output is None or decoder_cls.modality == output:
+        return
+    fits = [n for n in DECODERS.names() if DECODERS.get(n).modality == output]
+    raise IncompatiblePairError(
+        f'Decoder "{name}" writes {decoder_cls.modality}, but the "{task}" task trains a decoder that writes '
+        f"{output}. Set model.decoder.name to one of: {', '.join(fits)}."
+    )
 
 
 def _check_decoder(name: str, decoder_cls: type, spec, enc_name: str, protocol: type | None) -> None:
@@ -114,8 +125,10 @@ def _check_decoder(name: str, decoder_cls: type, spec, enc_name: str, protocol: 
         )
 
 
-def build_model(config: ModelConfig, data: DataContext, *, decoder_protocol: type | None = None) -> EncoderDecoder:
-    """Build and check the three parts. Incompatible choices fail here, before any data flows."""
+def build_model(config: ModelConfig, data: DataContext, *, decoder_protocol: type | None = None,
+                decoder_output: str | None = None, task: str = "this") -> EncoderDecoder:
+    """Build and check the three parts. Incompatible choices fail here, before any data flows. A task names
+    the decoder class it drives (``decoder_protocol``) and what the decoder must write (``decoder_output``)."""
     load_components()
     enc_cfg, bn_cfg, dec_cfg = config.encoder, config.bottleneck, config.decoder
     enc_cls = ENCODERS.get(enc_cfg.name)
@@ -125,6 +138,7 @@ def build_model(config: ModelConfig, data: DataContext, *, decoder_protocol: typ
     encoder = build(ENCODERS, enc_cfg.name, enc_cfg.options(), data.encoder, "model.encoder")
     bottleneck = build(BOTTLENECKS, bn_cfg.name, bn_cfg.options(), {"code": encoder.spec}, "model.bottleneck")
     _check_decoder(dec_cfg.name, dec_cls, bottleneck.spec, enc_cfg.name, decoder_protocol)
+    _check_output(dec_cfg.name, dec_cls, decoder_output, task)
     decoder = build(DECODERS, dec_cfg.name, dec_cfg.options(), {**data.decoder, "code": bottleneck.spec}, "model.decoder")
     names = {"encoder": enc_cfg.name, "bottleneck": bn_cfg.name, "decoder": dec_cfg.name}
     return EncoderDecoder(encoder=encoder, bottleneck=bottleneck, decoder=decoder, names=names)

@@ -7,13 +7,20 @@ the user: setting one in a config is an error, and so is an option the construct
 from __future__ import annotations
 
 import inspect
+import types
 import typing
-from typing import Any
+from typing import Annotated, Any, Literal
 
-from pydantic import TypeAdapter, ValidationError
+from pydantic import Field, TypeAdapter, ValidationError
 
 from hourglass._registry import Registry
 from hourglass.errors import ConfigError, did_you_mean
+
+#: Option types with limits, checked when a config is read (the string is what an error message shows).
+Size = Annotated[int, Field(ge=1), "a whole number of at least 1"]
+Count = Annotated[int, Field(ge=0), "a whole number, 0 or more"]
+Widths = Annotated[list[Size], Field(min_length=1), "a non-empty list of whole numbers of at least 1, e.g. [32, 64]"]
+Hidden = Annotated[list[Size], "a list of whole numbers of at least 1 (empty for none), e.g. [256]"]
 
 #: Arguments the builder supplies; never user options.
 CONTEXT = frozenset(
@@ -35,7 +42,7 @@ def user_options(cls: type) -> dict[str, Any]:
 def check_options(cls: type, options: dict[str, Any], where: str) -> dict[str, Any]:
     """Return ``options`` coerced to the constructor's annotated types, or raise ConfigError."""
     params = parameters(cls)
-    hints = typing.get_type_hints(cls.__init__)
+    hints = typing.get_type_hints(cls.__init__, include_extras=True)
     valid = [n for n in params if n not in CONTEXT]
     out = {}
     for key, value in options.items():
@@ -54,11 +61,21 @@ def _coerce(annotation: Any, value: Any, key: str) -> Any:
     try:
         return TypeAdapter(annotation).validate_python(value)
     except ValidationError as err:
-        msg = err.errors()[0]["msg"]
-        raise ConfigError(f'"{key}" has a wrong value {value!r}: {msg}. It must be {_show(annotation)}.') from None
+        msg = err.errors()[0]["msg"]  # a Literal's message already lists the choices
+        must = "" if typing.get_origin(annotation) is Literal else f" It must be {_show(annotation)}."
+        raise ConfigError(f'"{key}" has a wrong value {value!r}: {msg}.{must}') from None
 
 
 def _show(annotation: Any) -> str:
+    """A readable name of an option's type: "one of 'a', 'b'", the text an Annotated limit carries, or the type."""
+    origin = typing.get_origin(annotation)
+    if origin is Literal:
+        return "one of " + ", ".join(repr(v) for v in typing.get_args(annotation))
+    if origin is Annotated:
+        return next((m for m in annotation.__metadata__ if isinstance(m, str)), _show(typing.get_args(annotation)[0]))
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    if origin in (typing.Union, types.UnionType) and len(args) == 1:
+        return _show(args[0]) + " or null"
     return getattr(annotation, "__name__", None) or str(annotation).replace("typing.", "")
 
 

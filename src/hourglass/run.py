@@ -21,7 +21,7 @@ class Run:
 
     @classmethod
     def load(cls, path: str | Path) -> "Run":
-        from hourglass.train import build_data, build_task
+        from hourglass.training import build_data, build_task
 
         path = Path(path)
         if not (path / "config.yaml").is_file():
@@ -54,7 +54,7 @@ class Run:
 
     def with_val_data(self, data_path: str, ref_path: str | None = None):
         """A copy of the run's data module whose validation split is the data at ``data_path`` (and ``ref_path``)."""
-        from hourglass.train import build_data
+        from hourglass.training import build_data
 
         opts = dict(self.config.data.options(), val_path=str(data_path))
         if ref_path is not None:
@@ -77,15 +77,39 @@ class Run:
 
     # -- model use (autoencoders) -------------------------------------------------------------------------------
     def _images(self, images: np.ndarray) -> torch.Tensor:
-        x = torch.as_tensor(np.asarray(images, dtype=np.float32))
-        want = tuple(self.data.context().encoder["input_shape"])
-        if tuple(x.shape[1:]) != want:
-            raise DataError(f"Expected images of shape (N, {', '.join(map(str, want))}), got {tuple(x.shape)}.")
+        """(N, C, H, W) floats in [0, 1], or integers in 0-255 (uint8 pixels, scaled here) -> a float tensor."""
+        shape = self.data.context().encoder.get("input_shape")
+        if shape is None:
+            raise HourglassError(
+                f'The run {self.path} reads {self.data.context().modality}, not images, so it cannot encode images. '
+                "Use `hourglass translate` on a text run, or give the directory of an image run."
+            )
+        array = np.asarray(images)
+        if np.issubdtype(array.dtype, np.integer):
+            array = array / 255.0
+        elif array.size and (np.nanmax(array) > 1.0 or np.nanmin(array) < 0.0):
+            raise DataError(
+                f"The images hold values from {np.nanmin(array):.4g} to {np.nanmax(array):.4g}, but the model of "
+                f"{self.path} reads float pixels in [0, 1] (or uint8 in 0-255). Scale them, e.g. images / 255."
+            )
+        x = torch.as_tensor(array, dtype=torch.float32)
+        if tuple(x.shape[1:]) != tuple(shape):
+            raise DataError(f"Expected images of shape (N, {', '.join(map(str, shape))}), got {tuple(x.shape)}.")
         return x
+
+    def _autoencoder(self, use: str):
+        """The task, when it is an autoencoder (the only kind that decodes codes back to images)."""
+        if not hasattr(self.task, "reconstruct"):
+            raise HourglassError(
+                f'The run {self.path} is a "{self.config.task.name}" run; {use} needs an autoencoder run (task '
+                "autoencoder, denoising, vae or wae). A segmentation run draws masks with `hourglass segment`; any "
+                "image run gives codes with `hourglass encode`."
+            )
+        return self.task
 
     @torch.no_grad()
     def encode(self, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
-        """(N, C, H, W) in [0, 1] -> codes (N, D)."""
+        """(N, C, H, W) in [0, 1] (or uint8 in 0-255) -> codes (N, D)."""
         x = self._images(images)
         parts = [self.task.model.encode(x[i : i + batch_size]).vector for i in range(0, len(x), batch_size)]
         return torch.cat(parts).numpy()
@@ -93,15 +117,18 @@ class Run:
     @torch.no_grad()
     def decode(self, codes: np.ndarray) -> np.ndarray:
         """(N, D) -> images (N, C, H, W) in [0, 1]."""
-        return self.task.decode(torch.as_tensor(np.asarray(codes, dtype=np.float32))).numpy()
+        return self._autoencoder("decode").decode(torch.as_tensor(np.asarray(codes, dtype=np.float32))).numpy()
 
     @torch.no_grad()
     def reconstruct(self, images: np.ndarray) -> np.ndarray:
-        return self.task.reconstruct(self._images(images)).numpy()
+        """(N, C, H, W) in [0, 1] (or uint8 in 0-255) -> reconstructions (N, C, H, W) in [0, 1]."""
+        return self._autoencoder("reconstruct").reconstruct(self._images(images)).numpy()
 
     @torch.no_grad()
     def sample(self, n: int, seed: int = 0) -> np.ndarray:
         """n images decoded from codes drawn from the prior N(0, I) (VAE and WAE)."""
+        if n < 1:
+            raise HourglassError(f"Cannot draw {n} samples: give a count of at least 1 (e.g. -n 16).")
         if not self.task.generative:
             raise HourglassError(
                 f'The run {self.path} is a "{self.config.task.name}" model, which has no prior to sample from. '

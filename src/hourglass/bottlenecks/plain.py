@@ -9,6 +9,7 @@ from hourglass._registry import register_bottleneck
 from hourglass.bottlenecks.base import Bottleneck
 from hourglass.code import Code, CodeSpec
 from hourglass.errors import IncompatiblePairError
+from hourglass.options import Size
 
 
 def _needs_vector(name: str, code: CodeSpec) -> None:
@@ -39,7 +40,7 @@ class Plain(Bottleneck):
     (Tolstikhin et al. 2018) makes that true by matching the aggregate posterior to the prior.
     """
 
-    def __init__(self, *, code: CodeSpec, dim: int = 16, generative: bool = False) -> None:
+    def __init__(self, *, code: CodeSpec, dim: Size = 16, generative: bool = False) -> None:
         super().__init__()
         _needs_vector("plain", code)
         self.proj = nn.Linear(code.vector, dim)

@@ -14,6 +14,7 @@ from hourglass._registry import register_bottleneck
 from hourglass.bottlenecks.base import Bottleneck
 from hourglass.bottlenecks.plain import _needs_vector
 from hourglass.code import Code, CodeSpec, Posterior
+from hourglass.options import Size
 
 
 @register_bottleneck("variational")
@@ -22,7 +23,7 @@ class Variational(Bottleneck):
 
     generative = True
 
-    def __init__(self, *, code: CodeSpec, dim: int = 16, logvar_clamp: float = 10.0) -> None:
+    def __init__(self, *, code: CodeSpec, dim: Size = 16, logvar_clamp: float = 10.0) -> None:
         super().__init__()
         _needs_vector("variational", code)
         self.mu = nn.Linear(code.vector, dim)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from hourglass import recipebook
 from hourglass.cli.text import add_beam_prune, set_beam_prune
-from hourglass.errors import CheckpointError, HourglassError
+from hourglass.errors import ConfigError, HourglassError
 from hourglass.precision import add_precision, autocast
 
 
@@ -46,16 +46,19 @@ def cmd_recipes(args) -> int:
 
 
 def cmd_train(args) -> int:
-    from hourglass.train import train
+    from hourglass.resume import stored_config
+    from hourglass.training import train
 
     if args.resume:
-        run = Path(args.resume)
-        if not (run / "config.yaml").is_file():
-            raise CheckpointError(
-                f"Cannot resume {run}: it is not a run directory (no config.yaml there). Pass the directory that "
-                "`hourglass train` printed, e.g. runs/digits-ae-20260101-120000."
+        if args.recipe or args.out:
+            given = " and ".join(x for x in (args.recipe and f"recipe {args.recipe}", args.out and f"--out {args.out}") if x)
+            raise ConfigError(
+                f"--resume {args.resume} continues that run with its own config.yaml, in its own directory, so the "
+                f"{given} would be ignored. Leave {'them' if args.recipe and args.out else 'it'} out (change a key "
+                "with --set, e.g. --set train.max_epochs=40), or start a new run without --resume."
             )
-        config = recipebook.load(str(run / "config.yaml"), args.overrides)
+        run = Path(args.resume)
+        config = recipebook.load(str(stored_config(run)), args.overrides)
         run_dir = train(config, resume=run)
     else:
         config = recipebook.load(args.recipe, args.overrides)

@@ -51,6 +51,7 @@ from hourglass.data.text import iter_lines
 from hourglass.data.tokenizer import Tokenizer
 from hourglass.errors import DataError
 from hourglass.model import DataContext
+from hourglass.options import Size
 
 _FLICKR_SUFFIX = re.compile(r"#\d+$")  # "name.jpg#0" in Flickr8k/30k token files
 _SHOWN = 10  # names listed in an error before "and N more"
@@ -390,7 +391,7 @@ class CaptionsDataModule(CaptionDataModule):
 
     def __init__(self, *, images: str, captions: str, val_path: Optional[str] = None, val_ref: Optional[str] = None,
                  val_fraction: float = 0.1, split_seed: int = 0, resize: Optional[list[int]] = None,
-                 channels: Optional[int] = None, lowercase: bool = False, vocab: int = 1000, batch_size: int = 32,
+                 channels: Optional[int] = None, lowercase: bool = False, vocab: Size = 1000, batch_size: Size = 32,
                  num_workers: int = 0, seed: int = 0) -> None:
         super().__init__(vocab=vocab, batch_size=batch_size, num_workers=num_workers, seed=seed)
         if val_ref is None and not 0.0 < val_fraction < 1.0:

@@ -17,6 +17,7 @@ from hourglass.data.base import DataModule
 from hourglass.data.sampler import ResumableSampler
 from hourglass.errors import DataError
 from hourglass.model import DataContext
+from hourglass.options import Size
 
 BUILTIN = "digits"
 
@@ -63,7 +64,7 @@ class ImageDataModule(DataModule):
         channels: Optional[int] = None,
         limit: Optional[int] = None,
         train_limit: Optional[int] = None,
-        batch_size: int = 64,
+        batch_size: Size = 64,
         num_workers: int = 0,
         split_seed: int = 0,
         seed: int = 0,

@@ -26,6 +26,7 @@ from hourglass._registry import register_dataset
 from hourglass.data.arrays import read_idx
 from hourglass.data.captions import CaptionDataModule, CaptionSet
 from hourglass.errors import DataError
+from hourglass.options import Size
 
 DIGIT_NAMES = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 DEFAULT_PATH = "../shared/data/mnist"
@@ -115,9 +116,9 @@ def _one(folder: Path, kind: str) -> Path:
 class MnistCaptionsDataModule(CaptionDataModule):
     """Generated strips of MNIST digits captioned with their names (module docstring)."""
 
-    def __init__(self, *, path: str = DEFAULT_PATH, train_size: int = 20000, val_size: int = 1000,
+    def __init__(self, *, path: str = DEFAULT_PATH, train_size: Size = 20000, val_size: Size = 1000,
                  min_digits: int = 1, max_digits: int = 5, val_fraction: float = 0.125, split_seed: int = 0,
-                 vocab: int = 64, batch_size: int = 64, num_workers: int = 0, seed: int = 0) -> None:
+                 vocab: Size = 64, batch_size: Size = 64, num_workers: int = 0, seed: int = 0) -> None:
         super().__init__(vocab=vocab, batch_size=batch_size, num_workers=num_workers, seed=seed)
         self.path, self.train_size, self.val_size = path, train_size, val_size
         self.min_digits, self.max_digits = min_digits, max_digits

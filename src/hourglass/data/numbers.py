@@ -21,6 +21,7 @@ from num2words import num2words
 from hourglass._registry import register_dataset
 from hourglass.data.parallel import Pairs, ParallelDataModule
 from hourglass.errors import ConfigError
+from hourglass.options import Size
 
 Direction = Literal["words-to-digits", "digits-to-words"]
 
@@ -64,14 +65,14 @@ class NumbersDataModule(ParallelDataModule):
         languages: list[str] = ("en", "de", "fr"),  # type: ignore[assignment]
         direction: Direction = "words-to-digits",
         max_number: int = 9999,
-        train_size: int = 20000,
-        val_size: int = 500,
+        train_size: Size = 20000,
+        val_size: Size = 500,
         train_limit: Optional[int] = None,
-        vocab: int = 500,
+        vocab: Size = 500,
         joint_vocab: bool = True,
         tokenizer: Literal["unigram", "bpe"] = "unigram",
         max_length: int = 64,
-        max_tokens: int = 2048,
+        max_tokens: Size = 2048,
         num_workers: int = 0,
         seed: int = 0,
     ) -> None:

@@ -40,6 +40,7 @@ from hourglass.data.text import read_parallel, read_tsv
 from hourglass.data.tokenizer import Tokenizer
 from hourglass.errors import ConfigError, DataError
 from hourglass.model import DataContext
+from hourglass.options import Size
 
 Pairs = list[tuple[str, str]]
 JOINT, SOURCE, TARGET = "tokenizer.model", "source.model", "target.model"
@@ -110,11 +111,11 @@ class ParallelDataModule(DataModule):
         val_ref: Optional[str] = None,
         val_fraction: float = 0.05,
         train_limit: Optional[int] = None,
-        vocab: int = 8000,
+        vocab: Size = 8000,
         joint_vocab: bool = True,
         tokenizer: Literal["unigram", "bpe"] = "unigram",
         max_length: int = 128,
-        max_tokens: int = 4096,
+        max_tokens: Size = 4096,
         num_workers: int = 0,
         seed: int = 0,
     ) -> None:

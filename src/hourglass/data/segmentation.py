@@ -33,6 +33,7 @@ from hourglass.data.sampler import ResumableSampler
 from hourglass.data.seg_files import find_split, load_pairs
 from hourglass.errors import ConfigError, DataError
 from hourglass.model import DataContext
+from hourglass.options import Size
 
 CLASSES_FILE = "classes.json"
 
@@ -110,7 +111,7 @@ class SegmentationDataModule(DataModule):
         scale_range: tuple[float, float] = (0.75, 1.5),
         color_jitter: float = 0.2,
         limit: Optional[int] = None,
-        batch_size: int = 8,
+        batch_size: Size = 8,
         num_workers: int = 0,
         split_seed: int = 0,
         seed: int = 0,

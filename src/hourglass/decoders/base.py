@@ -19,6 +19,8 @@ class Decoder(nn.Module):
     """One-shot decoder. ``needs`` lists the Code fields it reads (checked when the model is built)."""
 
     needs: ClassVar[tuple[str, ...]] = ("vector",)
+    #: What it writes: "image" (pixels), "mask" (per-pixel class logits) or "labels" (class logits); a task
+    #: names the one it trains (``Task.decoder_output``) and the model builder refuses any other.
     modality: ClassVar[str] = "image"
 
     @classmethod

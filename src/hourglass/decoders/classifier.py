@@ -16,6 +16,7 @@ from hourglass.code import Code, CodeSpec
 from hourglass.decoders.base import Decoder
 from hourglass.errors import DataError
 from hourglass.nn.blocks import activation
+from hourglass.options import Hidden
 
 
 @register_decoder("classifier")
@@ -30,7 +31,7 @@ class ClassifierDecoder(Decoder):
         *,
         code: CodeSpec,
         num_classes: int,
-        hidden: list[int] = [],  # noqa: B006 - read-only default
+        hidden: Hidden = [],  # noqa: B006 - read-only default
         act: Literal["relu", "gelu", "silu", "tanh", "leaky_relu"] = "relu",
         dropout: float = 0.0,
         norm: bool = False,

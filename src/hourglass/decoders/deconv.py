@@ -14,6 +14,7 @@ from hourglass.code import Code, CodeSpec
 from hourglass.decoders.base import Decoder
 from hourglass.nn.blocks import activation, norm2d
 from hourglass.nn.padding import crop_to, padded
+from hourglass.options import Widths
 
 
 def _up_block(c_in: int, c_out: int, norm: str, act: str) -> nn.Sequential:
@@ -36,7 +37,7 @@ class DeconvDecoder(Decoder):
         *,
         code: CodeSpec,
         output_shape: tuple[int, ...],
-        channels: list[int] = [128, 64, 32],  # noqa: B006 - read-only default
+        channels: Widths = [128, 64, 32],  # noqa: B006 - read-only default
         norm: Literal["batch", "group", "none"] = "batch",
         act: Literal["relu", "gelu", "silu", "leaky_relu"] = "relu",
     ) -> None:

@@ -10,6 +10,7 @@ from hourglass._registry import register_decoder
 from hourglass.code import Code, CodeSpec
 from hourglass.decoders.base import Decoder
 from hourglass.nn.blocks import activation
+from hourglass.options import Hidden
 
 
 @register_decoder("mlp")
@@ -23,7 +24,7 @@ class MLPDecoder(Decoder):
         *,
         code: CodeSpec,
         output_shape: tuple[int, ...],
-        hidden: list[int] = [256, 512],  # noqa: B006 - read-only default
+        hidden: Hidden = [256, 512],  # noqa: B006 - read-only default
         act: Literal["relu", "gelu", "silu", "tanh", "leaky_relu"] = "relu",
         dropout: float = 0.0,
     ) -> None:

@@ -25,6 +25,7 @@ from hourglass._registry import register_decoder
 from hourglass.attention import AttentionKind, make_attention
 from hourglass.code import Code, CodeSpec
 from hourglass.decoders.base import SequenceDecoder, from_grid, regroup, to_grid
+from hourglass.options import Size
 
 _CELLS = {"gru": nn.GRU, "lstm": nn.LSTM}
 
@@ -103,8 +104,8 @@ class RNNDecoder(_RecurrentDecoder):
 
     needs: ClassVar[tuple[str, ...]] = ("vector",)
 
-    def __init__(self, *, code: CodeSpec, vocab_size: int, pad_id: int, embed: int = 256, hidden: int = 256,
-                 layers: int = 1, dropout: float = 0.0, tie_embeddings: bool = False) -> None:
+    def __init__(self, *, code: CodeSpec, vocab_size: int, pad_id: int, embed: Size = 256, hidden: Size = 256,
+                 layers: Size = 1, dropout: float = 0.0, tie_embeddings: bool = False) -> None:
         c = code.vector
         super().__init__(vocab_size=vocab_size, pad_id=pad_id, embed=embed, hidden=hidden, layers=layers,
                          dropout=dropout, extra_input=c, summary=c, readout=hidden + c + embed,
@@ -141,8 +142,8 @@ class AttentionRNNDecoder(_RecurrentDecoder):
 
     needs: ClassVar[tuple[str, ...]] = ("memory",)
 
-    def __init__(self, *, code: CodeSpec, vocab_size: int, pad_id: int, embed: int = 256, hidden: int = 256,
-                 layers: int = 1, dropout: float = 0.0, attention: AttentionKind = "bahdanau",
+    def __init__(self, *, code: CodeSpec, vocab_size: int, pad_id: int, embed: Size = 256, hidden: Size = 256,
+                 layers: Size = 1, dropout: float = 0.0, attention: AttentionKind = "bahdanau",
                  input_feeding: bool = True, tie_embeddings: bool = False) -> None:
         d = code.memory
         super().__init__(vocab_size=vocab_size, pad_id=pad_id, embed=embed, hidden=hidden, layers=layers,

@@ -8,7 +8,7 @@ baseline that shows what the skips buy.
 """
 from __future__ import annotations
 
-from typing import Literal, Optional
+from typing import ClassVar, Literal, Optional
 
 from torch import Tensor, nn
 
@@ -17,6 +17,7 @@ from hourglass.code import Code, CodeSpec
 from hourglass.decoders.base import Decoder
 from hourglass.decoders.unet import check_widths, fit_to, stride_ratios, up_block
 from hourglass.nn.blocks import conv_block
+from hourglass.options import Count, Widths
 
 
 @register_decoder("segnet")
@@ -28,6 +29,8 @@ class SegNetDecoder(Decoder):
     ``channels`` are the stage widths from deep to shallow; by default the encoder's widths, mirrored.
     """
 
+    modality: ClassVar[str] = "mask"
+
     needs = ("features",)
 
     def __init__(
@@ -36,8 +39,8 @@ class SegNetDecoder(Decoder):
         code: CodeSpec,
         output_shape: tuple[int, ...],
         num_classes: int,
-        channels: Optional[list[int]] = None,
-        blocks: int = 1,
+        channels: Optional[Widths] = None,
+        blocks: Count = 1,
         norm: Literal["batch", "group", "none"] = "batch",
         act: Literal["relu", "gelu", "silu", "leaky_relu"] = "relu",
     ) -> None:

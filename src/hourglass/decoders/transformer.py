@@ -30,6 +30,7 @@ from hourglass.attention import masked_softmax
 from hourglass.code import Code, CodeSpec
 from hourglass.decoders.base import SequenceDecoder, from_grid, regroup, to_grid
 from hourglass.encoders.transformer import Positions, TokenEmbedding, check_heads
+from hourglass.options import Size
 
 
 class TransformerState(NamedTuple):
@@ -140,12 +141,12 @@ class TransformerDecoder(SequenceDecoder):
         code: CodeSpec,
         vocab_size: int,
         pad_id: int,
-        d_model: int = 256,
-        heads: int = 4,
-        layers: int = 3,
-        ff: int = 1024,
+        d_model: Size = 256,
+        heads: Size = 4,
+        layers: Size = 3,
+        ff: Size = 1024,
         dropout: float = 0.1,
-        max_len: int = 512,
+        max_len: Size = 512,
         positions: Positions = "sinusoidal",
         tie_embeddings: bool = False,
         use_cache: bool = True,

@@ -10,7 +10,7 @@ decoder (:mod:`hourglass.decoders.segnet`).
 """
 from __future__ import annotations
 
-from typing import Literal, Optional
+from typing import ClassVar, Literal, Optional
 
 import torch
 import torch.nn.functional as F
@@ -21,6 +21,7 @@ from hourglass.code import Code, CodeSpec, FeatureSpec
 from hourglass.decoders.base import Decoder
 from hourglass.errors import ConfigError
 from hourglass.nn.blocks import activation, conv_block, norm2d
+from hourglass.options import Size, Widths
 
 
 def stride_ratios(features: tuple[FeatureSpec, ...]) -> list[int] | str:
@@ -90,6 +91,8 @@ class UNetDecoder(Decoder):
     (two in the paper). ``channels`` are the stage widths from deep to shallow; by default the skip widths.
     """
 
+    modality: ClassVar[str] = "mask"
+
     needs = ("features",)
 
     def __init__(
@@ -98,8 +101,8 @@ class UNetDecoder(Decoder):
         code: CodeSpec,
         output_shape: tuple[int, ...],
         num_classes: int,
-        channels: Optional[list[int]] = None,
-        blocks: int = 2,
+        channels: Optional[Widths] = None,
+        blocks: Size = 2,
         norm: Literal["batch", "group", "none"] = "batch",
         act: Literal["relu", "gelu", "silu", "leaky_relu"] = "relu",
         dropout: float = 0.0,

@@ -22,6 +22,7 @@ from hourglass.code import Code, CodeSpec, FeatureSpec
 from hourglass.encoders.base import Encoder
 from hourglass.nn.blocks import conv_block
 from hourglass.nn.padding import pad_to_multiple, padded
+from hourglass.options import Count, Widths
 
 
 @register_encoder("conv")
@@ -34,8 +35,8 @@ class ConvEncoder(Encoder):
         self,
         *,
         input_shape: tuple[int, ...],
-        channels: list[int] = [32, 64, 128],  # noqa: B006 - read-only default
-        blocks: int = 1,
+        channels: Widths = [32, 64, 128],  # noqa: B006 - read-only default
+        blocks: Count = 1,
         norm: Literal["batch", "group", "none"] = "batch",
         act: Literal["relu", "gelu", "silu", "leaky_relu"] = "relu",
         positions: bool = False,

@@ -10,6 +10,7 @@ from hourglass._registry import register_encoder
 from hourglass.code import Code, CodeSpec
 from hourglass.encoders.base import Encoder
 from hourglass.nn.blocks import activation
+from hourglass.options import Hidden
 
 
 @register_encoder("mlp")
@@ -22,7 +23,7 @@ class MLPEncoder(Encoder):
         self,
         *,
         input_shape: tuple[int, ...],
-        hidden: list[int] = [512, 256],  # noqa: B006 - read-only default, copied below
+        hidden: Hidden = [512, 256],  # noqa: B006 - read-only default, copied below
         act: Literal["relu", "gelu", "silu", "tanh", "leaky_relu"] = "relu",
         dropout: float = 0.0,
         norm: bool = False,

@@ -22,6 +22,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 from hourglass._registry import register_encoder
 from hourglass.code import Code, CodeSpec, StateSpec
 from hourglass.encoders.base import Encoder
+from hourglass.options import Size
 
 _CELLS = {"gru": nn.GRU, "lstm": nn.LSTM}
 
@@ -37,9 +38,9 @@ class RNNEncoder(Encoder):
         *,
         vocab_size: int,
         pad_id: int,
-        embed: int = 256,
-        hidden: int = 256,
-        layers: int = 1,
+        embed: Size = 256,
+        hidden: Size = 256,
+        layers: Size = 1,
         bidirectional: bool = True,
         dropout: float = 0.0,
     ) -> None:

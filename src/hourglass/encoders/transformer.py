@@ -19,6 +19,7 @@ from hourglass._registry import register_encoder
 from hourglass.code import Code, CodeSpec
 from hourglass.encoders.base import Encoder
 from hourglass.errors import ConfigError, DataError
+from hourglass.options import Size
 
 Positions = Literal["sinusoidal", "learned"]
 
@@ -91,12 +92,12 @@ class TransformerEncoder(Encoder):
         *,
         vocab_size: int,
         pad_id: int,
-        d_model: int = 256,
-        heads: int = 4,
-        layers: int = 3,
-        ff: int = 1024,
+        d_model: Size = 256,
+        heads: Size = 4,
+        layers: Size = 3,
+        ff: Size = 1024,
         dropout: float = 0.1,
-        max_len: int = 512,
+        max_len: Size = 512,
         positions: Positions = "sinusoidal",
     ) -> None:
         super().__init__()

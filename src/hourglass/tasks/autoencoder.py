@@ -43,6 +43,7 @@ class AutoencoderTask(Task):
     """Batches are ``(x (B, C, H, W) in [0, 1], y (B,))``; the decoder's output goes through a sigmoid."""
 
     decoder_protocol = Decoder
+    decoder_output = "image"
 
     def __init__(
         self,

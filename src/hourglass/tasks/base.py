@@ -17,12 +17,14 @@ from torch import Tensor
 from hourglass.config import TrainConfig
 from hourglass.errors import TrainingError
 from hourglass.model import EncoderDecoder
-from hourglass.tasks.schedule import configure
+from hourglass.tasks.schedule import apply_base_lr, configure
 
 
 class Task(L.LightningModule):
     #: The decoder protocol class this task drives (checked when the model is built).
     decoder_protocol: ClassVar[type | None] = None
+    #: What that decoder must write (its ``modality``: "image", "mask", "labels"), or None for any.
+    decoder_output: ClassVar[str | None] = None
     #: Whether ``sample`` makes sense (a prior over codes exists).
     generative: ClassVar[bool] = False
     #: Whether ``loss`` reads the first batch element only through ``model.encode``, so that the feature cache
@@ -76,6 +78,10 @@ class Task(L.LightningModule):
     def configure_optimizers(self):
         return configure(self, self.train_cfg, int(self.trainer.estimated_stepping_batches))
 
+    def on_train_start(self) -> None:
+        # Runs after a resume restored the optimizer: the config's train.lr wins over the checkpoint's.
+        apply_base_lr(self.trainer, self.train_cfg.lr)
+
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         done = self._batches_in_epoch
         complete = done >= self.trainer.num_training_batches
@@ -84,13 +90,17 @@ class Task(L.LightningModule):
     def _check_finite(self, loss: Tensor, batch_idx: int) -> None:
         if torch.isfinite(loss):
             return
-        last = Path(self.trainer.default_root_dir) / "checkpoints" / "last.safetensors"
-        ckpt = str(last) if last.is_file() else "none yet (no checkpoint was due)"
+        run = Path(self.trainer.default_root_dir)
+        last = run / "checkpoints" / "last.safetensors"
+        fix = "Lower train.lr, set train.gradient_clip, or check the data for NaN or infinite values"
+        if last.is_file():
+            then = (f"Nothing after the last good checkpoint was written; it is kept at {last}. {fix}, then continue "
+                    f"with `hourglass train --resume {run} --set train.lr=...`.")
+        else:
+            then = f"No checkpoint was due yet, so only these steps are lost. {fix}, then train again with a new --out."
         raise TrainingError(
             f"Training stopped: the loss became {loss.item()} at step {self.global_step} (epoch {self.current_epoch}, "
-            f"batch {batch_idx}). Nothing after the last good checkpoint was written; it is kept at {ckpt}. "
-            "Lower train.lr, set train.gradient_clip, or check the data for NaN or infinite values, then "
-            "continue with `hourglass train --resume RUN`."
+            f"batch {batch_idx}). {then}"
         )
 
     @staticmethod

@@ -18,7 +18,7 @@ from hourglass import plots
 from hourglass._registry import register_task
 from hourglass.config import TrainConfig
 from hourglass.decoders.base import Decoder
-from hourglass.errors import IncompatiblePairError
+from hourglass.errors import DataError
 from hourglass.model import EncoderDecoder
 from hourglass.tasks.base import Task
 from hourglass.tasks.logs import read_history
@@ -29,17 +29,13 @@ IGNORE = -1  # the label of an unlabelled example
 @register_task("classification")
 class ClassificationTask(Task):
     decoder_protocol = Decoder
+    decoder_output = "labels"
     encodes_input_only = True
 
     def __init__(self, *, model: EncoderDecoder, train: TrainConfig, seed: int = 0,
                  label_smoothing: float = 0.0) -> None:
         super().__init__(model=model, train=train, seed=seed)
-        self.num_classes = getattr(model.decoder, "num_classes", None)
-        if self.num_classes is None:
-            raise IncompatiblePairError(
-                f'Task "classification" needs a decoder that outputs class logits, but decoder '
-                f'"{model.names["decoder"]}" does not. Set model.decoder.name=classifier.'
-            )
+        self.num_classes = model.decoder.num_classes  # a "labels" decoder (checked when the model was built)
         self.label_smoothing = label_smoothing
 
     def logits(self, x: Any) -> Tensor:
@@ -70,6 +66,12 @@ class ClassificationTask(Task):
     def evaluate(self, data: Any) -> dict[str, float]:
         """Accuracy, class-balanced accuracy and cross-entropy on the validation split."""
         logits, y = self.predictions(data.val_dataloader())
+        if not (y != IGNORE).any():
+            raise DataError(
+                f"The evaluation data ({getattr(data, 'val_path', None) or 'the validation split'}) has no labels, so "
+                "a classifier cannot be scored on it. Give labelled data: a folder with one subfolder per class, an "
+                "IDX image file with its labels file beside it, or an .npz file with `images` and `labels` arrays."
+            )
         preds = logits.argmax(1)
         k = self.num_classes
         return {

@@ -40,3 +40,21 @@ def configure(module: nn.Module, cfg: TrainConfig, total_steps: int):
         return opt
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, cfg, total_steps))
     return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
+def apply_base_lr(trainer, lr: float) -> None:
+    """Make ``lr`` the base learning rate of every optimizer and schedule, keeping the schedule's position.
+
+    A resume restores the optimizer and scheduler state of its checkpoint, learning rate included; this is what
+    lets a resumed run take a new ``train.lr`` (e.g. a lower one after a NaN loss). With an unchanged ``lr`` it
+    changes nothing.
+    """
+    scheduled = {id(c.scheduler.optimizer): c.scheduler for c in trainer.lr_scheduler_configs}
+    for opt in trainer.optimizers:
+        sched = scheduled.get(id(opt))
+        if sched is not None:
+            sched.base_lrs = [lr] * len(sched.base_lrs)
+        for i, group in enumerate(opt.param_groups):
+            group["initial_lr"] = lr
+            factor = sched.lr_lambdas[i](sched.last_epoch) if isinstance(sched, torch.optim.lr_scheduler.LambdaLR) else 1.0
+            group["lr"] = lr * factor

@@ -87,6 +87,7 @@ class SegmentationTask(Task):
     """Cross-entropy and/or Dice on per-pixel logits; mean IoU is what ``val/miou`` reports."""
 
     decoder_protocol = Decoder
+    decoder_output = "mask"
 
     def __init__(
         self,

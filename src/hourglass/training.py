@@ -8,6 +8,7 @@ from __future__ import annotations
 import inspect
 import os
 import time
+import warnings
 from datetime import datetime
 from pathlib import Path
 from typing import Sequence
@@ -17,14 +18,17 @@ import torch
 from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
+from lightning.fabric.utilities.exceptions import MisconfigurationException
+
+from hourglass import resume as resuming
 from hourglass._registry import DATASETS, TASKS, load_components
-from hourglass.checkpoint import SafetensorsCheckpointIO, load_tree, read_metadata
+from hourglass.checkpoint import SafetensorsCheckpointIO, load_tree
 from hourglass.config import Config, save_config
-from hourglass.errors import CheckpointError, ConfigError, did_you_mean
+from hourglass.errors import ConfigError, did_you_mean
 from hourglass.io import atomic_write_json
 from hourglass.model import build_model
 from hourglass.options import build
-from hourglass.weights import check_state, save_weights
+from hourglass.weights import save_weights
 
 RUN_DIR_ENV = "HOURGLASS_RUN_DIR"  # shared with the processes Lightning's DDP launcher starts
 
@@ -39,7 +43,8 @@ def build_task(config: Config, data, *, load_pretrained: bool = True):
     ``model.pretrained_encoder`` (a trained run's own weights replace those anyway)."""
     load_components()
     task_cls = TASKS.get(config.task.name)
-    model = build_model(config.model, data.context(), decoder_protocol=task_cls.decoder_protocol)
+    model = build_model(config.model, data.context(), decoder_protocol=task_cls.decoder_protocol,
+                        decoder_output=task_cls.decoder_output, task=config.task.name)
     if config.model.pretrained_encoder or config.model.freeze_encoder:
         from hourglass.pretrained import prepare_encoder
 
@@ -57,13 +62,24 @@ def new_run_dir(config: Config, out: str | None) -> Path:
     if _ddp_child() and os.environ.get(RUN_DIR_ENV):
         return Path(os.environ[RUN_DIR_ENV])  # the directory rank 0 chose
     if out:
-        return Path(out)
+        return _fresh_out(Path(out))
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     path = Path("runs") / f"{config.name}-{stamp}"
     n = 1
     while path.exists():
         n += 1
         path = Path("runs") / f"{config.name}-{stamp}-{n}"
+    return path
+
+
+def _fresh_out(path: Path) -> Path:
+    """``--out``: a new or empty directory; an existing run (or anything else) there is never overwritten."""
+    if path.exists() and (not path.is_dir() or any(path.iterdir())):
+        what = "a run" if (path / "config.yaml").is_file() else "files" if path.is_dir() else "a file"
+        raise ConfigError(
+            f"Will not train into {path}: it already holds {what}, which a new run would overwrite. Continue that run "
+            f"with `hourglass train --resume {path}`, or give --out a new or empty directory (nothing was written)."
+        )
     return path
 
 
@@ -77,8 +93,20 @@ def trainer_kwargs(config: Config) -> dict:
     return kwargs
 
 
-def make_trainer(config: Config, run_dir: Path, extra_callbacks: Sequence[Callback] = ()) -> L.Trainer:
-    """The Lightning Trainer of a run; ``extra_callbacks`` run before hourglass's own."""
+class FlushLogs(Callback):
+    """Write the loggers' pending rows with every checkpoint, so a killed run keeps its log up to the checkpoint
+    it resumes from (the CSV logger otherwise writes every 100 steps)."""
+
+    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
+        for logger in trainer.loggers:
+            logger.save()
+
+
+def make_trainer(config: Config, run_dir: Path, extra_callbacks: Sequence[Callback] = (),
+                 log_history: Sequence[dict] = ()) -> L.Trainer:
+    """The Lightning Trainer of a run; ``extra_callbacks`` run before hourglass's own. ``log_history``: CSV log
+    rows of the run being resumed, written back first (:func:`hourglass.resume.log_history`). Creates no file
+    until ``fit``, apart from writing back that history."""
     tc = config.train
     ckpt_dir = run_dir / "checkpoints"
     best = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor=tc.monitor, mode=tc.mode,
@@ -90,7 +118,7 @@ def make_trainer(config: Config, run_dir: Path, extra_callbacks: Sequence[Callba
                                  save_top_k=1, enable_version_counter=False)
     for cb in (best, last_steps, last_epoch):
         cb.FILE_EXTENSION = ".safetensors"
-    callbacks = [*extra_callbacks, best, last_steps, last_epoch]
+    callbacks = [*extra_callbacks, FlushLogs(), best, last_steps, last_epoch]
     if tc.early_stopping:
         es = tc.early_stopping
         callbacks.append(EarlyStopping(monitor=es.monitor, mode=es.mode, patience=es.patience, min_delta=es.min_delta))
@@ -98,27 +126,26 @@ def make_trainer(config: Config, run_dir: Path, extra_callbacks: Sequence[Callba
         from hourglass.averaging import LastEpochs
 
         callbacks.append(LastEpochs(ckpt_dir, tc.average_last))
-    loggers = [CSVLogger(run_dir, name="logs", version=""), TensorBoardLogger(run_dir, name="logs", version="tb")]
-    return L.Trainer(
-        default_root_dir=run_dir, max_epochs=tc.max_epochs, max_steps=tc.max_steps, callbacks=callbacks,
-        logger=loggers, plugins=[SafetensorsCheckpointIO()], gradient_clip_val=tc.gradient_clip,
-        enable_progress_bar=tc.progress, enable_model_summary=False, **trainer_kwargs(config),
-    )
-
-
-def resume_checkpoint(run_dir: Path, task, data) -> Path:
-    """The checkpoint to continue from, checked against the model; positions the sampler mid-epoch."""
-    path = run_dir / "checkpoints" / "last.safetensors"
-    if not path.is_file():
-        raise CheckpointError(f"Cannot resume {run_dir}: it has no checkpoints/last.safetensors. Start a new run instead.")
-    read_metadata(path)
-    tree = load_tree(path)
-    check_state(task, tree["state_dict"], path, "Resume a run with the config it was trained with.")
-    pos = tree.get("hourglass") or {}
-    if pos:
-        epoch, done = pos["epoch"], pos["batches_done"]
-        data.resume_at(*((epoch + 1, 0) if pos.get("epoch_complete") else (epoch, done)))
-    return path
+    csv_logger = CSVLogger(run_dir, name="logs", version="")
+    loggers = [csv_logger, TensorBoardLogger(run_dir, name="logs", version="tb")]
+    try:
+        trainer = L.Trainer(
+            default_root_dir=run_dir, max_epochs=tc.max_epochs, max_steps=tc.max_steps, callbacks=callbacks,
+            logger=loggers, plugins=[SafetensorsCheckpointIO()], gradient_clip_val=tc.gradient_clip,
+            enable_progress_bar=tc.progress, enable_model_summary=False, **trainer_kwargs(config),
+        )
+    except (ValueError, MisconfigurationException) as err:  # Lightning's own words name the bad value
+        raise ConfigError(
+            f"The trainer section of the config cannot run here: {err} Fix that trainer.* key in the config or with "
+            "--set (e.g. trainer.accelerator=cpu, trainer.precision=32-true); nothing was written."
+        ) from None
+    if log_history and not _ddp_child():
+        with warnings.catch_warnings():  # its "previous log files will be deleted": they are written back here
+            warnings.filterwarnings("ignore", message=".*Previous log files")
+            writer = csv_logger.experiment  # opening it deleted metrics.csv
+        writer.metrics[:0] = list(log_history)
+        writer.save()
+    return trainer
 
 
 def train(config: Config, *, out: str | None = None, resume: Path | None = None,
@@ -130,10 +157,14 @@ def train(config: Config, *, out: str | None = None, resume: Path | None = None,
     data.setup("fit")
     task = build_task(config, data)
     run_dir = Path(resume) if resume else new_run_dir(config, out)
-    ckpt = resume_checkpoint(run_dir, task, data) if resume else None
+    ckpt, history = None, []
+    if resume:
+        resuming.check_config(config, run_dir)
+        ckpt, steps_done = resuming.checkpoint(run_dir, task, data)
+        history = resuming.log_history(run_dir, steps_done)
+    trainer = make_trainer(config, run_dir, callbacks, history)  # before any file: a bad trainer key loses nothing
     run_dir.mkdir(parents=True, exist_ok=True)
     save_config(config, run_dir / "config.yaml")
-    trainer = make_trainer(config, run_dir, callbacks)
     start = time.time()
     fit_data = data
     if config.train.cache_features:  # the frozen encoder's codes, computed once (hourglass.features)
