@@ -140,7 +140,7 @@ def test_nan_loss_before_any_checkpoint_says_to_start_again(monkeypatch, tmp_pat
     from hourglass.tasks.autoencoder import AutoencoderTask
     from hourglass.training import train
 
-    monkeypatch.setattr(AutoencoderTask, "loss", lambda self, batch, stage, batch_idx=0: (torch.tensor(float("inf")), {}))
+    monkeypatch.setattr(AutoencoderTask, "loss", lambda self, *args, **kwargs: (torch.tensor(float("inf")), {}))
     with pytest.raises(TrainingError, match=r"loss became inf at step 0 .*No checkpoint was due yet.*new --out"):
         train(recipebook.load("digits-ae", FAST[1:]), out=str(tmp_path / "run"))
 
@@ -164,7 +164,8 @@ def test_option_out_of_range_is_refused_before_anything_runs(capsys, tmp_path: P
     ("trainer.precision=foo", "Precision 'foo' is invalid"),
     ("trainer.strategy=ddpx", "invalid strategy name"),
 ])
-def test_bad_trainer_value_is_a_config_error_and_writes_nothing(capsys, tmp_path: Path, setting: str, words: str) -> None:
+def test_bad_trainer_value_is_a_config_error_and_writes_nothing(capsys, tmp_path: Path, setting: str,
+                                                                words: str) -> None:
     err = _fails(capsys, "train", *FAST, setting, "--out", str(tmp_path / "run"))
     assert words in err and "trainer.* key" in err
     assert not (tmp_path / "run").exists()

@@ -138,13 +138,14 @@ def test_a_probe_run_encodes_but_refuses_to_reconstruct_or_score_unlabelled_data
 
     images = (np.random.default_rng(0).random((6, 8, 8)) * 255).astype(np.uint8)
     np.save(tmp_path / "x.npy", images)  # no labels
-    assert main(["encode", str(probes["live"]), "--data", str(tmp_path / "x.npy"), "--output", str(tmp_path / "c.npy")]) == 0
+    run, x = str(probes["live"]), str(tmp_path / "x.npy")
+    assert main(["encode", run, "--data", x, "--output", str(tmp_path / "c.npy")]) == 0
     assert np.load(tmp_path / "c.npy").shape[0] == 6
     capsys.readouterr()
-    assert main(["reconstruct", str(probes["live"]), "--data", str(tmp_path / "x.npy"), "--output", str(tmp_path / "r.png")]) == 2
+    assert main(["reconstruct", run, "--data", x, "--output", str(tmp_path / "r.png")]) == 2
     err = capsys.readouterr().err
-    assert '"classification" run; reconstruct needs an autoencoder run' in err and not (tmp_path / "r.png").exists()
-    assert main(["evaluate", str(probes["live"]), "--data", str(tmp_path / "x.npy"), "--json"]) == 2
+    assert 'of task "classification"; reconstruct needs an autoencoder run' in err and not (tmp_path / "r.png").exists()
+    assert main(["evaluate", run, "--data", x, "--json"]) == 2
     assert "has no labels, so a classifier cannot be scored" in capsys.readouterr().err
 
 

@@ -78,6 +78,28 @@ def _log(run: Path) -> list[tuple]:
         return [(r["epoch"], r["step"], r.get("train/loss"), r.get("val/loss")) for r in csv.DictReader(f)]
 
 
+def test_ctrl_c_stops_with_the_resume_command_and_the_run_resumes(tmp_path: Path) -> None:
+    # The child installs Python's own Ctrl-C handler even where this shell ignores SIGINT (background CI jobs).
+    wrapper = ("import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+               "from hourglass.cli import main; sys.exit(main())")
+    run = tmp_path / "run"
+    args = [*ARGS, "train.max_epochs=50", "--out", str(run)]
+    proc = subprocess.Popen([sys.executable, "-c", wrapper, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    start = time.time()
+    while _position(run / "checkpoints" / "last.safetensors") is None and time.time() - start < 120:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert f"continue with `hourglass train --resume {run}`" in err and "Traceback" not in err
+    stopped = _position(run / "checkpoints" / "last.safetensors")
+    done = subprocess.run(_hourglass("train", "--resume", str(run), "--set", "train.max_epochs=3"),
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert _position(run / "checkpoints" / "last.safetensors")["step"] >= max(stopped["step"], 90)
+
+
 def test_resume_of_a_missing_run_is_a_clear_error(tmp_path: Path, capsys) -> None:
     from hourglass.cli import main
 

@@ -328,4 +328,4 @@ def test_segment_writes_masks_and_overlays(seg_run: Path, squares, tmp_path: Pat
     assert np.asarray(Image.open(out / "big.png")).shape == (26, 34)
     assert np.asarray(Image.open(out / "big-overlay.png")).shape == (26, 34, 3)
     assert main(["segment", str(seg_run), str(tmp_path / "missing.png"), "--output", str(out)]) == 2
-    assert "neither an image file nor a folder" in capsys.readouterr().err
+    assert f"The input {tmp_path / 'missing.png'} does not exist" in capsys.readouterr().err

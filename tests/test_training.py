@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +30,10 @@ def test_run_directory_has_everything(ae_run: Path) -> None:
     for name in ("config.yaml", "model.safetensors", "metrics.json", "report.html",
                  "checkpoints/last.safetensors", "checkpoints/best.safetensors", "logs/metrics.csv"):
         assert (ae_run / name).is_file(), name
+    umask = os.umask(0)
+    os.umask(umask)
+    for name in ("config.yaml", "model.safetensors", "metrics.json", "checkpoints/last.safetensors"):
+        assert (ae_run / name).stat().st_mode & 0o777 == 0o666 & ~umask, name  # atomic writes keep normal modes
     pngs = sorted(p.name for p in (ae_run / "plots").glob("*.png"))
     assert {"reconstructions.png", "code_map.png", "loss_curves.png"} <= set(pngs)
     metrics = json.loads((ae_run / "metrics.json").read_text())["final"]
@@ -66,6 +71,18 @@ def test_encode_reconstruct_info(ae_run: Path, tmp_path: Path, capsys) -> None:
     assert "conv -> plain -> deconv" in out and "parameters" in out
 
 
+@pytest.mark.parametrize("argv, words", [
+    (["encode", "RUN", "--data", "x.npy", "--output", "codes.png"], "writes .npy files, so give a name ending in .npy"),
+    (["reconstruct", "RUN", "--data", "x.npy", "--output", "r.npy"], "writes .png files"),
+    (["sample", "RUN", "-n", "0", "--output", "s.png"], "'0' is not a count"),
+    (["sample", "RUN", "-n", "-3", "--output", "s.png"], "'-3' is not a count"),
+])
+def test_cli_refuses_bad_counts_and_output_names_before_loading(argv: list[str], words: str, capsys) -> None:
+    with pytest.raises(SystemExit) as stop:
+        main(argv)
+    assert stop.value.code == 2 and words in capsys.readouterr().err
+
+
 def test_python_api_mirrors_the_cli(ae_run: Path) -> None:
     run = Run.load(ae_run)
     x = run.data.val_set.tensors[0][:6].numpy()
@@ -78,6 +95,19 @@ def test_python_api_mirrors_the_cli(ae_run: Path) -> None:
     np.testing.assert_allclose(run.encode(pixels), run.encode(pixels / 255.0), atol=1e-6)
     with pytest.raises(DataError, match=r"values from 0 to 255.*reads float pixels in \[0, 1\]"):
         run.encode(pixels.astype(np.float32))
+
+
+def test_a_run_trained_on_a_relative_path_works_from_any_directory(tmp_path: Path, monkeypatch, tiny_config) -> None:
+    from sklearn.datasets import load_digits
+
+    (tmp_path / "data").mkdir()
+    np.save(tmp_path / "data" / "x.npy", (load_digits().images[:300] / 16 * 255).astype(np.uint8))
+    monkeypatch.chdir(tmp_path / "data")
+    run = train(tiny_config("digits-ae", "data.path=x.npy", "train.max_epochs=1"), out=str(tmp_path / "run"))
+    monkeypatch.chdir(tmp_path)
+    assert f"path: {tmp_path / 'data' / 'x.npy'}" in (run / "config.yaml").read_text()
+    saved = json.loads((run / "metrics.json").read_text())["final"]
+    assert Run.load(run).evaluate()["mse"] == pytest.approx(saved["mse"])
 
 
 def test_hg_train_stays_the_function_after_the_module_is_imported() -> None:

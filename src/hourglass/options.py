@@ -7,6 +7,7 @@ the user: setting one in a config is an error, and so is an option the construct
 from __future__ import annotations
 
 import inspect
+import os
 import types
 import typing
 from typing import Annotated, Any, Literal
@@ -21,6 +22,11 @@ Size = Annotated[int, Field(ge=1), "a whole number of at least 1"]
 Count = Annotated[int, Field(ge=0), "a whole number, 0 or more"]
 Widths = Annotated[list[Size], Field(min_length=1), "a non-empty list of whole numbers of at least 1, e.g. [32, 64]"]
 Hidden = Annotated[list[Size], "a list of whole numbers of at least 1 (empty for none), e.g. [256]"]
+
+#: A file or folder option. A run directory stores it absolute (``absolute_paths``), so the run can be used
+#: from any working directory.
+LOCATION = "a file or folder path"
+Location = Annotated[str, LOCATION]
 
 #: Arguments the builder supplies; never user options.
 CONTEXT = frozenset(
@@ -77,6 +83,23 @@ def _show(annotation: Any) -> str:
     if origin in (typing.Union, types.UnionType) and len(args) == 1:
         return _show(args[0]) + " or null"
     return getattr(annotation, "__name__", None) or str(annotation).replace("typing.", "")
+
+
+def absolute_paths(cls: type, options: dict[str, Any]) -> dict[str, Any]:
+    """``options`` with each relative ``Location`` that exists from here made absolute."""
+    hints = typing.get_type_hints(cls.__init__, include_extras=True)
+    out = dict(options)
+    for key, value in options.items():
+        relative = isinstance(value, str) and not os.path.isabs(value)
+        if relative and _is_location(hints.get(key)) and os.path.exists(value):
+            out[key] = os.path.abspath(value)
+    return out
+
+
+def _is_location(annotation: Any) -> bool:
+    if typing.get_origin(annotation) is Annotated:
+        return LOCATION in annotation.__metadata__
+    return any(_is_location(a) for a in typing.get_args(annotation))
 
 
 def build(registry: Registry, name: str, options: dict[str, Any], context: dict[str, Any], where: str) -> Any:

@@ -56,8 +56,8 @@ def check_config(config: Config, run_dir: Path) -> None:
         raise ConfigError(
             f"Cannot resume {run_dir} with a changed {', '.join(changed[:6])} ({diffs}): its checkpoint was trained "
             f"with the values in {stored_path}, and continuing with others would not be the same run. A resume may "
-            f"change only {', '.join(k + '*' if k.endswith('.') else k for k in RESUMABLE)}. Start a new run with --out to change the "
-            "rest (nothing was written)."
+            f"change only {', '.join(k + '*' if k.endswith('.') else k for k in RESUMABLE)}. Start a new run with "
+            "--out to change the rest (nothing was written)."
         )
 
 
@@ -66,7 +66,9 @@ def checkpoint(run_dir: Path, task, data) -> tuple[Path, int]:
     sampler mid-epoch."""
     path = run_dir / "checkpoints" / "last.safetensors"
     if not path.is_file():
-        raise CheckpointError(f"Cannot resume {run_dir}: it has no checkpoints/last.safetensors. Start a new run instead.")
+        raise CheckpointError(
+            f"Cannot resume {run_dir}: it has no checkpoints/last.safetensors. Start a new run instead."
+        )
     read_metadata(path)
     tree = load_tree(path)
     check_state(task, tree["state_dict"], path, "Resume a run with the config it was trained with.")

@@ -101,7 +101,7 @@ class Run:
         """The task, when it is an autoencoder (the only kind that decodes codes back to images)."""
         if not hasattr(self.task, "reconstruct"):
             raise HourglassError(
-                f'The run {self.path} is a "{self.config.task.name}" run; {use} needs an autoencoder run (task '
+                f'The run {self.path} is of task "{self.config.task.name}"; {use} needs an autoencoder run (task '
                 "autoencoder, denoising, vae or wae). A segmentation run draws masks with `hourglass segment`; any "
                 "image run gives codes with `hourglass encode`."
             )
@@ -131,7 +131,7 @@ class Run:
             raise HourglassError(f"Cannot draw {n} samples: give a count of at least 1 (e.g. -n 16).")
         if not self.task.generative:
             raise HourglassError(
-                f'The run {self.path} is a "{self.config.task.name}" model, which has no prior to sample from. '
+                f'The run {self.path} is of task "{self.config.task.name}", which has no prior to sample from. '
                 "Sampling needs a generative model: train a vae or wae recipe (e.g. mnist-vae)."
             )
         dim = self.task.model.bottleneck.spec.vector

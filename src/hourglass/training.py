@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import inspect
 import os
+import signal
 import time
 import warnings
 from datetime import datetime
@@ -27,7 +28,7 @@ from hourglass.config import Config, save_config
 from hourglass.errors import ConfigError, did_you_mean
 from hourglass.io import atomic_write_json
 from hourglass.model import build_model
-from hourglass.options import build
+from hourglass.options import absolute_paths, build
 from hourglass.weights import save_weights
 
 RUN_DIR_ENV = "HOURGLASS_RUN_DIR"  # shared with the processes Lightning's DDP launcher starts
@@ -51,6 +52,11 @@ def build_task(config: Config, data, *, load_pretrained: bool = True):
         prepare_encoder(model, config.model, load=load_pretrained)
     context = {"model": model, "train": config.train, "seed": config.seed}
     return build(TASKS, config.task.name, config.task.options(), context, "task")
+
+
+def _absolute_data_paths(config: Config) -> Config:
+    opts = absolute_paths(DATASETS.get(config.data.name), config.data.options())
+    return config.model_copy(update={"data": config.data.model_copy(update=opts)})
 
 
 def _ddp_child() -> bool:
@@ -155,6 +161,7 @@ def train(config: Config, *, out: str | None = None, resume: Path | None = None,
     L.seed_everything(config.seed, workers=True, verbose=False)
     data = build_data(config)
     data.setup("fit")
+    config = _absolute_data_paths(config)  # stored so, the run works from any directory
     task = build_task(config, data)
     run_dir = Path(resume) if resume else new_run_dir(config, out)
     ckpt, history = None, []
@@ -174,6 +181,11 @@ def train(config: Config, *, out: str | None = None, resume: Path | None = None,
     os.environ[RUN_DIR_ENV] = str(run_dir)  # inherited by the DDP processes that fit launches
     try:
         trainer.fit(task, datamodule=fit_data, ckpt_path=str(ckpt) if ckpt else None)
+    except SystemExit:  # Lightning turns Ctrl-C into a graceful stop, then sys.exit(1)
+        if trainer.interrupted:
+            signal.signal(signal.SIGINT, signal.default_int_handler)  # Lightning set it to ignore
+            raise KeyboardInterrupt(str(run_dir)) from None
+        raise
     finally:
         os.environ.pop(RUN_DIR_ENV, None)
     if report and trainer.is_global_zero:

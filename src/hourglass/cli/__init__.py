@@ -41,9 +41,14 @@ def main(argv: list[str] | None = None) -> int:
     except HourglassError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("interrupted: the last checkpoint is kept; continue with --resume RUN", file=sys.stderr)
+    except KeyboardInterrupt as stop:
+        run = str(stop) or "RUN"  # hourglass.training.train names the run directory
+        print(f"interrupted: the last checkpoint of {run} is kept; continue with `hourglass train --resume {run}`",
+              file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader of stdout stopped early (e.g. `| head`): not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":

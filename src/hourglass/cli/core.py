@@ -51,7 +51,8 @@ def cmd_train(args) -> int:
 
     if args.resume:
         if args.recipe or args.out:
-            given = " and ".join(x for x in (args.recipe and f"recipe {args.recipe}", args.out and f"--out {args.out}") if x)
+            parts = (args.recipe and f"recipe {args.recipe}", args.out and f"--out {args.out}")
+            given = " and ".join(x for x in parts if x)
             raise ConfigError(
                 f"--resume {args.resume} continues that run with its own config.yaml, in its own directory, so the "
                 f"{given} would be ignored. Leave {'them' if args.recipe and args.out else 'it'} out (change a key "
@@ -90,7 +91,7 @@ def cmd_evaluate(args) -> int:
     if args.precision != "32-true" and not isinstance(run.task, Seq2SeqTask):
         raise HourglassError(
             f'--precision {args.precision} applies to sequence-to-sequence runs (translation, captioning), whose '
-            f'evaluation is a search; {args.run} is a "{run.config.task.name}" run. Leave --precision out.'
+            f'evaluation is a search; {args.run} is a run of task "{run.config.task.name}". Leave --precision out.'
         )
     with autocast(args.precision, run.task.device):
         metrics = run.evaluate(args.data, args.ref)

@@ -1,34 +1,24 @@
 """``encode``, ``reconstruct`` and ``sample``: using a trained autoencoder on images."""
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import numpy as np
 
-
-def count(text: str) -> int:
-    """An argparse type: a whole number of at least 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a count: give a whole number of at least 1, e.g. -n 16")
-    return value
+from hourglass.cli.args import count, file_ending
 
 
 def register(sub) -> None:
     p = sub.add_parser("encode", help="write one code vector per input image to a .npy file")
     p.add_argument("run")
     p.add_argument("--data", required=True, help="a folder of images, an IDX file, or a .npy/.npz array")
-    p.add_argument("--output", required=True, help="FILE.npy")
+    p.add_argument("--output", required=True, type=file_ending(".npy"), help="FILE.npy")
     p.set_defaults(func=cmd_encode)
 
     p = sub.add_parser("reconstruct", help="draw inputs above their reconstructions")
     p.add_argument("run")
     p.add_argument("--data", required=True)
-    p.add_argument("--output", required=True, help="FILE.png")
+    p.add_argument("--output", required=True, type=file_ending(".png"), help="FILE.png")
     p.add_argument("-n", type=count, default=10, help="how many images to draw (default 10)")
     p.set_defaults(func=cmd_reconstruct)
 
@@ -36,7 +26,7 @@ def register(sub) -> None:
     p.add_argument("run")
     p.add_argument("-n", type=count, default=32, help="how many samples to draw (default 32)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--output", required=True, help="FILE.png")
+    p.add_argument("--output", required=True, type=file_ending(".png"), help="FILE.png")
     p.set_defaults(func=cmd_sample)
 
 

@@ -17,6 +17,7 @@ import threading
 from pathlib import Path
 from typing import IO, Iterator
 
+from hourglass.cli.args import file_ending
 from hourglass.errors import HourglassError
 from hourglass.precision import add_precision, autocast
 
@@ -40,7 +41,7 @@ def register(sub) -> None:
     p = sub.add_parser("attention", help="draw the attention map of one translation (or image caption) as a PNG")
     p.add_argument("run")
     p.add_argument("sentence", help="the sentence to translate, or an image file for a captioning run")
-    p.add_argument("--output", required=True, metavar="FILE.png")
+    p.add_argument("--output", required=True, type=file_ending(".png"), metavar="FILE.png")
     p.add_argument("--beam", type=int, help="beam size (default: the run's task.beam)")
     p.set_defaults(func=cmd_attention)
 
@@ -61,7 +62,7 @@ def set_beam_prune(run, value: float | None) -> None:
                              "leave it out for a plain beam search.")
     if not hasattr(run.task, "beam_prune"):
         raise HourglassError(f'--beam-prune applies to sequence-to-sequence runs, whose evaluation is a beam search; '
-                             f'{run.path} is a "{run.config.task.name}" run. Leave --beam-prune out.')
+                             f'{run.path} is a run of task "{run.config.task.name}". Leave --beam-prune out.')
     run.task.beam_prune = value
 
 
@@ -73,7 +74,7 @@ def load_seq2seq(path: str):
     run = Run.load(path)
     if not isinstance(run.task, Seq2SeqTask):
         raise HourglassError(
-            f'The run {path} is a "{run.config.task.name}" model, not a sequence-to-sequence one, so it cannot '
+            f'The run {path} is of task "{run.config.task.name}", not a sequence-to-sequence one, so it cannot '
             "translate. Give the directory of a seq2seq run (e.g. one trained with `hourglass train numbers-words` "
             "or `hourglass train multi30k-transformer`)."
         )

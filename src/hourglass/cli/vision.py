@@ -24,7 +24,9 @@ def _inputs(items: list[str]) -> list[Path]:
         elif item.is_file():
             files.append(item)
         else:
-            raise DataError(f"{item} is neither an image file nor a folder. Check the path.")
+            what = "is not a file or a folder" if item.exists() else "does not exist"
+            raise DataError(f"The input {item} {what} (working directory {Path.cwd()}). Give image files or "
+                            "folders of images; nothing was written.")
     stems = [f.stem for f in files]
     dup = sorted({s for s in stems if stems.count(s) > 1})
     if dup:
@@ -49,8 +51,8 @@ def cmd_segment(args) -> int:
 
     run = Run.load(args.run)
     if not hasattr(run.task, "segment"):
-        raise HourglassError(f'The run {run.path} is a "{run.config.task.name}" model; `hourglass segment` needs a '
-                             "segmentation run (e.g. one trained with the camvid-unet recipe).")
+        raise HourglassError(f'The run {run.path} is of task "{run.config.task.name}"; `hourglass segment` needs '
+                             "a segmentation run (e.g. one trained with the camvid-unet recipe).")
     _, height, width = run.data.context().encoder["input_shape"]
     palette = plots.default_palette(run.data.context().decoder["num_classes"])
     out = Path(args.output)

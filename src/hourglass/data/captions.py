@@ -51,7 +51,7 @@ from hourglass.data.text import iter_lines
 from hourglass.data.tokenizer import Tokenizer
 from hourglass.errors import DataError
 from hourglass.model import DataContext
-from hourglass.options import Size
+from hourglass.options import Location, Size
 
 _FLICKR_SUFFIX = re.compile(r"#\d+$")  # "name.jpg#0" in Flickr8k/30k token files
 _SHOWN = 10  # names listed in an error before "and N more"
@@ -389,10 +389,10 @@ class CaptionsDataModule(CaptionDataModule):
     else ``val_fraction`` of the images (never of the captions, so no image is on both sides).
     ``hourglass evaluate RUN --data FOLDER --ref CAPTIONS`` sets ``val_path`` and ``val_ref``."""
 
-    def __init__(self, *, images: str, captions: str, val_path: Optional[str] = None, val_ref: Optional[str] = None,
-                 val_fraction: float = 0.1, split_seed: int = 0, resize: Optional[list[int]] = None,
-                 channels: Optional[int] = None, lowercase: bool = False, vocab: Size = 1000, batch_size: Size = 32,
-                 num_workers: int = 0, seed: int = 0) -> None:
+    def __init__(self, *, images: Location, captions: Location, val_path: Optional[Location] = None,
+                 val_ref: Optional[Location] = None, val_fraction: float = 0.1, split_seed: int = 0,
+                 resize: Optional[list[int]] = None, channels: Optional[int] = None, lowercase: bool = False,
+                 vocab: Size = 1000, batch_size: Size = 32, num_workers: int = 0, seed: int = 0) -> None:
         super().__init__(vocab=vocab, batch_size=batch_size, num_workers=num_workers, seed=seed)
         if val_ref is None and not 0.0 < val_fraction < 1.0:
             raise DataError(f"data.val_fraction must be between 0 and 1 (got {val_fraction}); 0.1 is typical.")

@@ -17,7 +17,7 @@ from hourglass.data.base import DataModule
 from hourglass.data.sampler import ResumableSampler
 from hourglass.errors import DataError
 from hourglass.model import DataContext
-from hourglass.options import Size
+from hourglass.options import Location, Size
 
 BUILTIN = "digits"
 
@@ -56,9 +56,9 @@ class ImageDataModule(DataModule):
     def __init__(
         self,
         *,
-        path: str = BUILTIN,
-        labels: Optional[str] = None,
-        val_path: Optional[str] = None,
+        path: Location = BUILTIN,
+        labels: Optional[Location] = None,
+        val_path: Optional[Location] = None,
         val_fraction: float = 0.1,
         resize: Optional[list[int]] = None,
         channels: Optional[int] = None,

@@ -26,7 +26,7 @@ from hourglass._registry import register_dataset
 from hourglass.data.arrays import read_idx
 from hourglass.data.captions import CaptionDataModule, CaptionSet
 from hourglass.errors import DataError
-from hourglass.options import Size
+from hourglass.options import Location, Size
 
 DIGIT_NAMES = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 DEFAULT_PATH = "../shared/data/mnist"
@@ -116,7 +116,7 @@ def _one(folder: Path, kind: str) -> Path:
 class MnistCaptionsDataModule(CaptionDataModule):
     """Generated strips of MNIST digits captioned with their names (module docstring)."""
 
-    def __init__(self, *, path: str = DEFAULT_PATH, train_size: Size = 20000, val_size: Size = 1000,
+    def __init__(self, *, path: Location = DEFAULT_PATH, train_size: Size = 20000, val_size: Size = 1000,
                  min_digits: int = 1, max_digits: int = 5, val_fraction: float = 0.125, split_seed: int = 0,
                  vocab: Size = 64, batch_size: Size = 64, num_workers: int = 0, seed: int = 0) -> None:
         super().__init__(vocab=vocab, batch_size=batch_size, num_workers=num_workers, seed=seed)

@@ -40,7 +40,7 @@ from hourglass.data.text import read_parallel, read_tsv
 from hourglass.data.tokenizer import Tokenizer
 from hourglass.errors import ConfigError, DataError
 from hourglass.model import DataContext
-from hourglass.options import Size
+from hourglass.options import Location, Size
 
 Pairs = list[tuple[str, str]]
 JOINT, SOURCE, TARGET = "tokenizer.model", "source.model", "target.model"
@@ -102,13 +102,13 @@ class ParallelDataModule(DataModule):
     def __init__(
         self,
         *,
-        source: Optional[str] = None,
-        target: Optional[str] = None,
-        tsv: Optional[str] = None,
+        source: Optional[Location] = None,
+        target: Optional[Location] = None,
+        tsv: Optional[Location] = None,
         source_col: int = 0,
         target_col: int = 1,
-        val_path: Optional[str] = None,
-        val_ref: Optional[str] = None,
+        val_path: Optional[Location] = None,
+        val_ref: Optional[Location] = None,
         val_fraction: float = 0.05,
         train_limit: Optional[int] = None,
         vocab: Size = 8000,

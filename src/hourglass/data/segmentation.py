@@ -33,7 +33,7 @@ from hourglass.data.sampler import ResumableSampler
 from hourglass.data.seg_files import find_split, load_pairs
 from hourglass.errors import ConfigError, DataError
 from hourglass.model import DataContext
-from hourglass.options import Size
+from hourglass.options import Location, Size
 
 CLASSES_FILE = "classes.json"
 
@@ -98,13 +98,13 @@ class SegmentationDataModule(DataModule):
     def __init__(
         self,
         *,
-        images: str,
-        masks: str,
+        images: Location,
+        masks: Location,
         classes: list[str],
         ignore_index: int = 255,
-        val_images: Optional[str] = None,
-        val_masks: Optional[str] = None,
-        val_path: Optional[str] = None,
+        val_images: Optional[Location] = None,
+        val_masks: Optional[Location] = None,
+        val_path: Optional[Location] = None,
         val_fraction: float = 0.1,
         resize: Optional[list[int]] = None,
         augment: bool = True,

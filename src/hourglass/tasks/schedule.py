@@ -54,7 +54,7 @@ def apply_base_lr(trainer, lr: float) -> None:
         sched = scheduled.get(id(opt))
         if sched is not None:
             sched.base_lrs = [lr] * len(sched.base_lrs)
+        lambdas = sched.lr_lambdas if isinstance(sched, torch.optim.lr_scheduler.LambdaLR) else None
         for i, group in enumerate(opt.param_groups):
             group["initial_lr"] = lr
-            factor = sched.lr_lambdas[i](sched.last_epoch) if isinstance(sched, torch.optim.lr_scheduler.LambdaLR) else 1.0
-            group["lr"] = lr * factor
+            group["lr"] = lr * (lambdas[i](sched.last_epoch) if lambdas else 1.0)

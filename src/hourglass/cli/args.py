@@ -1,0 +1,28 @@
+"""argparse types shared by the commands: they turn a bad value into argparse's one-line usage error."""
+from __future__ import annotations
+
+import argparse
+from typing import Callable
+
+
+def count(text: str) -> int:
+    """A whole number of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a count: give a whole number of at least 1, e.g. -n 16")
+    return value
+
+
+def file_ending(suffix: str) -> Callable[[str], str]:
+    """An output path that must end in ``suffix`` (the format the command writes)."""
+
+    def check(text: str) -> str:
+        if not text.lower().endswith(suffix):
+            raise argparse.ArgumentTypeError(f"{text!r}: this command writes {suffix} files, so give a name ending "
+                                             f"in {suffix}, e.g. out{suffix}")
+        return text
+
+    return check
