@@ -97,7 +97,8 @@ def test_python_api_mirrors_the_cli(ae_run: Path) -> None:
         run.encode(pixels.astype(np.float32))
 
 
-def test_a_run_trained_on_a_relative_path_works_from_any_directory(tmp_path: Path, monkeypatch, tiny_config) -> None:
+def test_a_run_trained_on_a_relative_path_works_from_any_directory(tmp_path: Path, monkeypatch, tiny_config,
+                                                                   capsys) -> None:
     from sklearn.datasets import load_digits
 
     (tmp_path / "data").mkdir()
@@ -108,6 +109,12 @@ def test_a_run_trained_on_a_relative_path_works_from_any_directory(tmp_path: Pat
     assert f"path: {tmp_path / 'data' / 'x.npy'}" in (run / "config.yaml").read_text()
     saved = json.loads((run / "metrics.json").read_text())["final"]
     assert Run.load(run).evaluate()["mse"] == pytest.approx(saved["mse"])
+    (tmp_path / "data" / "x.npy").unlink()  # data gone: `info` still tells what the run directory holds
+    capsys.readouterr()
+    assert main(["info", str(run)]) == 0
+    out = capsys.readouterr().out
+    assert "conv -> plain -> deconv" in out and "parameters" in out and "not readable from here" in out
+    assert "final       mse" in out
 
 
 def test_hg_train_stays_the_function_after_the_module_is_imported() -> None:

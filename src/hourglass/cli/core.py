@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 
@@ -100,18 +101,45 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_info(args) -> int:
+    from hourglass.errors import DataError
     from hourglass.run import Run
 
-    run = Run.load(args.run)
+    try:
+        run = Run.load(args.run)
+    except DataError as err:  # the training data is gone or elsewhere: say what the run directory alone tells
+        return _info_without_data(Path(args.run), err)
     model = run.task.model
     print(f"run         {run.path}")
     print(f"task        {run.config.task.name}")
     print(f"model       {model.describe()}")
     print(f"parameters  {sum(p.numel() for p in model.parameters()):,}")
     print(f"data        {json.dumps(run.data.describe())}")
-    metrics = run.metrics()
+    _print_run_metrics(run.metrics())
+    return 0
+
+
+def _info_without_data(path: Path, err: Exception) -> int:
+    from safetensors import safe_open
+
+    from hourglass.config import read_yaml, validate
+
+    config = validate(read_yaml(path / "config.yaml"), str(path / "config.yaml"))
+    m = config.model
+    print(f"run         {path}")
+    print(f"task        {config.task.name}")
+    print(f"model       {m.encoder.name} -> {m.bottleneck.name} -> {m.decoder.name}")
+    weights = path / "model.safetensors"
+    if weights.is_file():
+        with safe_open(str(weights), framework="pt") as f:
+            sizes = [math.prod(f.get_slice(k).get_shape()) for k in f.keys()]
+        print(f"parameters  {sum(sizes):,} (counted in model.safetensors; tied weights count twice)")
+    print(f"data        not readable from here: {err}")
+    _print_run_metrics(json.loads((path / "metrics.json").read_text()) if (path / "metrics.json").is_file() else {})
+    return 0
+
+
+def _print_run_metrics(metrics: dict) -> None:
     for key, value in (metrics.get("best") or {}).items():
         print(f"best        {key} = {value}")
     for key, value in (metrics.get("final") or {}).items():
         print(f"final       {key} = {value:.6g}" if isinstance(value, float) else f"final       {key} = {value}")
-    return 0
