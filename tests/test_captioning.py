@@ -13,7 +13,8 @@ from PIL import Image
 from hourglass import recipebook
 from hourglass._registry import DECODERS, ENCODERS, load_components
 from hourglass.cli import main
-from hourglass.data.captions import CaptionsDataModule, grid_of, load_caption_set, read_captions
+from hourglass.data.captions import (CaptionsDataModule, grid_of, load_caption_set, read_captions,
+                                     read_image_files)
 from hourglass.data.mnist_captions import (DIGIT_NAMES, MnistCaptionsDataModule, caption_of, render_strips,
                                            split_digits)
 from hourglass.errors import DataError
@@ -103,6 +104,21 @@ def _one_paragraph(err: pytest.ExceptionInfo) -> str:
     text = str(err.value)
     assert "\n" not in text and len(text) > 40
     return text
+
+
+def test_pad_fit_keeps_a_short_strip_as_rendered_where_stretch_would_widen_it(tmp_path: Path) -> None:
+    strip = np.zeros((28, 56), np.uint8)  # two cells of a 28 x 140 model's strip
+    strip[4:24, 8:20], strip[4:24, 36:48] = 255, 200
+    Image.fromarray(strip).save(tmp_path / "short.png")
+    Image.fromarray(strip).resize((112, 56)).save(tmp_path / "short-2x.png")
+    padded = read_image_files([tmp_path / "short.png"], resize=(28, 140), channels=1, fit="pad")  # (1, 1, 28, 140)
+    np.testing.assert_allclose(padded[0, 0, :, :56], strip / 255.0, atol=1e-6)  # same height: pixels kept
+    assert padded[0, 0, :, 56:].max() == 0  # the empty cells, black as rendered
+    doubled = read_image_files([tmp_path / "short-2x.png"], resize=(28, 140), channels=1, fit="pad")
+    assert doubled[0, 0, :, 56:].max() == 0 and np.abs(doubled - padded).mean() < 0.05
+    stretched = read_image_files([tmp_path / "short.png"], resize=(28, 140), channels=1)
+    assert stretched[0, 0, :, 100:].max() > 0.5  # stretch (the default for photos) widens the digits instead
+    assert MnistCaptionsDataModule.fit == "pad"
 
 
 def test_captions_naming_missing_images_lists_them(tmp_path: Path) -> None:

@@ -23,6 +23,7 @@ all of its captions (BLEU takes multiple references, Papineni et al. 2002). In a
       val_ref: val-captions.tsv    # optional; images in val_path (default: the same folder). Without it,
       val_fraction: 0.1            #   this share of the images (never of the captions) is held out
       resize: [224, 224]           # (H, W); required when the images differ in size
+      fit: stretch                 # or pad: keep the aspect, scale to H, pad on the right (strips, text lines)
       vocab: 1000                  # SentencePiece pieces, trained on the training captions only
 """
 from __future__ import annotations
@@ -34,7 +35,7 @@ import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Literal, Optional, Sequence
 
 import numpy as np
 import torch
@@ -55,6 +56,8 @@ from hourglass.options import Location, Size
 
 _FLICKR_SUFFIX = re.compile(r"#\d+$")  # "name.jpg#0" in Flickr8k/30k token files
 _SHOWN = 10  # names listed in an error before "and N more"
+
+Fit = Literal["stretch", "pad"]  # see _fit
 
 
 @dataclass(frozen=True, eq=False)
@@ -152,12 +155,24 @@ def _is_gray(im: Image.Image) -> bool:
     return False
 
 
+def _fit(im: Image.Image, size: Sequence[int], fit: Fit) -> Image.Image:
+    """``im`` brought to (H, W) = ``size``: stretched, or (``fit="pad"``) scaled to height H with its aspect kept
+    and placed at the left of a black canvas (squeezed to W only when it is wider), as a strip or a text line."""
+    h, w = int(size[0]), int(size[1])
+    if fit == "stretch":
+        return im.resize((w, h), Image.Resampling.BILINEAR)  # PIL sizes are (W, H)
+    scaled_w = min(w, max(1, round(im.width * h / im.height)))
+    canvas = Image.new(im.mode, (w, h))
+    canvas.paste(im.resize((scaled_w, h), Image.Resampling.BILINEAR), (0, 0))
+    return canvas
+
+
 def read_image_files(files: Sequence[str | Path], *, resize: Optional[Sequence[int]] = None,
-                     channels: Optional[int] = None) -> np.ndarray:
+                     channels: Optional[int] = None, fit: Fit = "stretch") -> np.ndarray:
     """Decode image files -> float32 (N, C, H, W) in [0, 1]; every unreadable file is listed in one DataError.
 
-    resize: (H, W), bilinear (as PIL); without it all images must have one size. channels: 1 or 3, or None for
-    grey when every image is grey and RGB otherwise.
+    resize: (H, W), bilinear (as PIL), with ``fit`` (see :func:`_fit`); without it all images must have one size.
+    channels: 1 or 3, or None for grey when every image is grey and RGB otherwise.
     """
     decoded, gray, broken = [], [], []
     for file in map(Path, files):
@@ -166,7 +181,7 @@ def read_image_files(files: Sequence[str | Path], *, resize: Optional[Sequence[i
                 gray.append(_is_gray(im))
                 im = im.convert("RGB")  # also forces decoding, so a truncated file fails here
                 if resize is not None:
-                    im = im.resize((int(resize[1]), int(resize[0])), Image.Resampling.BILINEAR)  # PIL: (W, H)
+                    im = _fit(im, resize, fit)
                 decoded.append(np.asarray(im, dtype=np.uint8))  # (H, W, 3)
         except (*IMAGE_ERRORS, FileNotFoundError) as err:
             broken.append(f"{file} ({type(err).__name__})")
@@ -186,7 +201,7 @@ def read_image_files(files: Sequence[str | Path], *, resize: Optional[Sequence[i
 
 
 def load_caption_set(images: str | Path, captions: str | Path, *, resize: Optional[Sequence[int]] = None,
-                     channels: Optional[int] = None, lowercase: bool = False) -> CaptionSet:
+                     channels: Optional[int] = None, lowercase: bool = False, fit: Fit = "stretch") -> CaptionSet:
     """The images of ``images`` (a folder) named in ``captions``, with their captions, in file order."""
     folder = Path(images)
     if not folder.is_dir():
@@ -200,7 +215,8 @@ def load_caption_set(images: str | Path, captions: str | Path, *, resize: Option
                         "the right folder.")
     names = list(found)
     refs = [[c.lower() for c in found[n]] if lowercase else found[n] for n in names]
-    return CaptionSet(read_image_files([folder / n for n in names], resize=resize, channels=channels), refs, names)
+    return CaptionSet(read_image_files([folder / n for n in names], resize=resize, channels=channels, fit=fit),
+                      refs, names)
 
 
 # ---------------------------------------------------------------- the data module
@@ -238,6 +254,8 @@ class CaptionDataModule(DataModule):
     """
 
     TOKENIZER_FILE = "captions.model"
+    #: How an image of another size is brought to the training shape (see :func:`_fit`).
+    fit: Fit = "stretch"
 
     def __init__(self, *, vocab: int, batch_size: int, num_workers: int, seed: int) -> None:
         super().__init__()
@@ -348,7 +366,7 @@ class CaptionDataModule(DataModule):
                 raise DataError(f"Images of shape {bad[0]} do not fit a model trained on {(c, h, w)} (C, H, W). "
                                 "Pass image files, which are resized, or arrays of the training shape.")
             return torch.from_numpy(np.stack(arrays))
-        return torch.from_numpy(read_image_files(list(items), resize=(h, w), channels=c))
+        return torch.from_numpy(read_image_files(list(items), resize=(h, w), channels=c, fit=self.fit))
 
     @property
     def val_set(self) -> TensorDataset:
@@ -391,8 +409,9 @@ class CaptionsDataModule(CaptionDataModule):
 
     def __init__(self, *, images: Location, captions: Location, val_path: Optional[Location] = None,
                  val_ref: Optional[Location] = None, val_fraction: float = 0.1, split_seed: int = 0,
-                 resize: Optional[list[int]] = None, channels: Optional[int] = None, lowercase: bool = False,
-                 vocab: Size = 1000, batch_size: Size = 32, num_workers: int = 0, seed: int = 0) -> None:
+                 resize: Optional[list[int]] = None, fit: Fit = "stretch", channels: Optional[int] = None,
+                 lowercase: bool = False, vocab: Size = 1000, batch_size: Size = 32, num_workers: int = 0,
+                 seed: int = 0) -> None:
         super().__init__(vocab=vocab, batch_size=batch_size, num_workers=num_workers, seed=seed)
         if val_ref is None and not 0.0 < val_fraction < 1.0:
             raise DataError(f"data.val_fraction must be between 0 and 1 (got {val_fraction}); 0.1 is typical.")
@@ -403,7 +422,8 @@ class CaptionsDataModule(CaptionDataModule):
             raise DataError(f"data.channels={channels} is not supported: use 1 (grey), 3 (RGB) or leave it unset.")
         self.images, self.captions, self.val_path, self.val_ref = images, captions, val_path, val_ref
         self.val_fraction, self.split_seed = val_fraction, split_seed
-        self.options = dict(resize=resize, channels=channels, lowercase=lowercase)
+        self.fit = fit
+        self.options = dict(resize=resize, channels=channels, lowercase=lowercase, fit=fit)
 
     def read(self) -> tuple[CaptionSet, CaptionSet]:
         train = load_caption_set(self.images, self.captions, **self.options)

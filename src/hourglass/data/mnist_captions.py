@@ -116,6 +116,8 @@ def _one(folder: Path, kind: str) -> Path:
 class MnistCaptionsDataModule(CaptionDataModule):
     """Generated strips of MNIST digits captioned with their names (module docstring)."""
 
+    fit = "pad"  # a shorter strip is a strip with fewer cells: padded on the right, as rendered, never stretched
+
     def __init__(self, *, path: Location = DEFAULT_PATH, train_size: Size = 20000, val_size: Size = 1000,
                  min_digits: int = 1, max_digits: int = 5, val_fraction: float = 0.125, split_seed: int = 0,
                  vocab: Size = 64, batch_size: Size = 64, num_workers: int = 0, seed: int = 0) -> None:
