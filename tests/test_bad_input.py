@@ -141,8 +141,11 @@ def test_nan_loss_before_any_checkpoint_says_to_start_again(monkeypatch, tmp_pat
     from hourglass.training import train
 
     monkeypatch.setattr(AutoencoderTask, "loss", lambda self, *args, **kwargs: (torch.tensor(float("inf")), {}))
-    with pytest.raises(TrainingError, match=r"loss became inf at step 0 .*No checkpoint was due yet.*new --out"):
+    with pytest.raises(TrainingError, match=r"loss became inf at step 0 .*No checkpoint was due yet.*same command again"):
         train(recipebook.load("digits-ae", FAST[1:]), out=str(tmp_path / "run"))
+    monkeypatch.undo()  # the same --out again: the stopped run holds no weights, so it is reused
+    assert train(recipebook.load("digits-ae", FAST[1:]), out=str(tmp_path / "run")) == tmp_path / "run"
+    assert (tmp_path / "run" / "model.safetensors").is_file()
 
 
 @pytest.mark.parametrize("setting, words", [
@@ -163,11 +166,12 @@ def test_option_out_of_range_is_refused_before_anything_runs(capsys, tmp_path: P
 @pytest.mark.parametrize("setting, words", [
     ("trainer.precision=foo", "Precision 'foo' is invalid"),
     ("trainer.strategy=ddpx", "invalid strategy name"),
+    ("trainer.max_epochs=3", '"trainer.max_epochs" is set by hourglass from train.max_epochs'),
 ])
 def test_bad_trainer_value_is_a_config_error_and_writes_nothing(capsys, tmp_path: Path, setting: str,
                                                                 words: str) -> None:
     err = _fails(capsys, "train", *FAST, setting, "--out", str(tmp_path / "run"))
-    assert words in err and "trainer.* key" in err
+    assert words in err and "trainer." in err
     assert not (tmp_path / "run").exists()
 
 

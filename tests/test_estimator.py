@@ -25,3 +25,11 @@ def test_autoencoder_in_a_pipeline(tmp_path) -> None:
     assert back.shape == X_test.shape
     error = np.mean((back - X_test) ** 2)
     assert error < np.var(X_test, axis=0).mean(), "reconstructions must beat predicting the mean"
+
+
+def test_refits_with_one_run_dir_each_get_their_own_run(tmp_path) -> None:
+    X = load_digits().data[:200]
+    ae = hg.AutoencoderTransformer(n_components=2, max_epochs=1, run_dir=str(tmp_path / "ae"))
+    first = ae.fit(X).run_.path
+    second = clone(ae).fit(X).run_.path  # as a grid search refits clones that share run_dir
+    assert first != second and first.parent.parent == second.parent.parent == tmp_path / "ae"

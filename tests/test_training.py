@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from hourglass import recipebook
 from hourglass.cli import main
 from hourglass.errors import DataError
 from hourglass.run import Run
@@ -95,6 +96,8 @@ def test_python_api_mirrors_the_cli(ae_run: Path) -> None:
     np.testing.assert_allclose(run.encode(pixels), run.encode(pixels / 255.0), atol=1e-6)
     with pytest.raises(DataError, match=r"values from 0 to 255.*reads float pixels in \[0, 1\]"):
         run.encode(pixels.astype(np.float32))
+    binary = (x > 0.5).astype(np.int64)  # other integer arrays are values, not 0-255 pixels
+    np.testing.assert_allclose(run.encode(binary), run.encode(binary.astype(np.float32)), atol=1e-6)
 
 
 def test_a_run_trained_on_a_relative_path_works_from_any_directory(tmp_path: Path, monkeypatch, tiny_config,
@@ -109,12 +112,46 @@ def test_a_run_trained_on_a_relative_path_works_from_any_directory(tmp_path: Pat
     assert f"path: {tmp_path / 'data' / 'x.npy'}" in (run / "config.yaml").read_text()
     saved = json.loads((run / "metrics.json").read_text())["final"]
     assert Run.load(run).evaluate()["mse"] == pytest.approx(saved["mse"])
+    # A run from before paths were stored absolute resumes from where its relative path holds.
+    text = (run / "config.yaml").read_text()
+    (run / "config.yaml").write_text(text.replace(f"path: {tmp_path / 'data' / 'x.npy'}", "path: x.npy"))
+    monkeypatch.chdir(tmp_path / "data")
+    stored = recipebook.load(str(run / "config.yaml"), ["train.max_epochs=2"])
+    assert train(stored, resume=run, report=False) == run
+    monkeypatch.chdir(tmp_path)
     (tmp_path / "data" / "x.npy").unlink()  # data gone: `info` still tells what the run directory holds
     capsys.readouterr()
     assert main(["info", str(run)]) == 0
     out = capsys.readouterr().out
     assert "conv -> plain -> deconv" in out and "parameters" in out and "not readable from here" in out
     assert "final       mse" in out
+
+
+def test_a_builtin_data_name_is_never_taken_for_a_folder(tmp_path: Path, monkeypatch) -> None:
+    from hourglass.data.images import ImageDataModule
+    from hourglass.options import absolute_paths
+
+    (tmp_path / "digits").mkdir()
+    (tmp_path / "x.npy").touch()
+    monkeypatch.chdir(tmp_path)
+    assert absolute_paths(ImageDataModule, {"path": "digits", "val_path": "x.npy", "labels": None}) == {
+        "path": "digits", "val_path": str(tmp_path / "x.npy"), "labels": None}
+
+
+def test_resume_takes_the_configs_early_stopping_patience(tmp_path: Path, tiny_config) -> None:
+    from lightning.pytorch.callbacks import Callback
+
+    seen = {}
+
+    class Spy(Callback):
+        def on_train_start(self, trainer, pl_module):
+            seen["patience"] = trainer.early_stopping_callback.patience
+
+    config = tiny_config("digits-ae", "train.max_epochs=1", "train.early_stopping={monitor: val/loss, patience: 1}")
+    run = train(config, out=str(tmp_path / "run"), report=False)
+    more = recipebook.load(str(run / "config.yaml"), ["train.max_epochs=2", "train.early_stopping.patience=7"])
+    train(more, resume=run, callbacks=[Spy()], report=False)
+    assert seen["patience"] == 7
 
 
 def test_hg_train_stays_the_function_after_the_module_is_imported() -> None:

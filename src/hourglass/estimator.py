@@ -65,8 +65,9 @@ class AutoencoderTransformer(TransformerMixin, BaseEstimator):
         X = check_array(X, dtype=np.float64)
         self.min_, self.range_ = X.min(0), np.maximum(X.max(0) - X.min(0), 1e-12)
         self.n_features_in_ = X.shape[1]
-        out = Path(self.run_dir or tempfile.mkdtemp(prefix="hourglass-sklearn-"))
-        out.mkdir(parents=True, exist_ok=True)
+        if self.run_dir:  # a new folder per fit: refits (clones in a grid search) never share a run
+            Path(self.run_dir).mkdir(parents=True, exist_ok=True)
+        out = Path(tempfile.mkdtemp(prefix="fit-" if self.run_dir else "hourglass-sklearn-", dir=self.run_dir))
         np.save(out / "fit_data.npy", self._scale(X).reshape(len(X), 1, 1, -1))
         self.run_ = Run.load(train(self._config(out / "fit_data.npy"), out=str(out / "run")))
         return self

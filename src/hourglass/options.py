@@ -90,7 +90,8 @@ def absolute_paths(cls: type, options: dict[str, Any]) -> dict[str, Any]:
     hints = typing.get_type_hints(cls.__init__, include_extras=True)
     out = dict(options)
     for key, value in options.items():
-        relative = isinstance(value, str) and not os.path.isabs(value)
+        builtin = value in getattr(cls, "builtin_names", ())
+        relative = isinstance(value, str) and not os.path.isabs(value) and not builtin
         if relative and _is_location(hints.get(key)) and os.path.exists(value):
             out[key] = os.path.abspath(value)
     return out

@@ -77,7 +77,7 @@ class Run:
 
     # -- model use (autoencoders) -------------------------------------------------------------------------------
     def _images(self, images: np.ndarray) -> torch.Tensor:
-        """(N, C, H, W) floats in [0, 1], or integers in 0-255 (uint8 pixels, scaled here) -> a float tensor."""
+        """(N, C, H, W) numbers in [0, 1], or uint8 pixels in 0-255 (scaled here) -> a float tensor."""
         shape = self.data.context().encoder.get("input_shape")
         if shape is None:
             raise HourglassError(
@@ -85,7 +85,7 @@ class Run:
                 "Use `hourglass translate` on a text run, or give the directory of an image run."
             )
         array = np.asarray(images)
-        if np.issubdtype(array.dtype, np.integer):
+        if array.dtype == np.uint8:
             array = array / 255.0
         elif array.size and (np.nanmax(array) > 1.0 or np.nanmin(array) < 0.0):
             raise DataError(

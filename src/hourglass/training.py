@@ -32,6 +32,13 @@ from hourglass.options import absolute_paths, build
 from hourglass.weights import save_weights
 
 RUN_DIR_ENV = "HOURGLASS_RUN_DIR"  # shared with the processes Lightning's DDP launcher starts
+#: Trainer arguments that make_trainer sets itself -> the config key that sets them.
+OWN_TRAINER_ARGS = {
+    "max_epochs": "train.max_epochs", "max_steps": "train.max_steps", "gradient_clip_val": "train.gradient_clip",
+    "enable_progress_bar": "train.progress", "default_root_dir": "the run directory (--out)",
+    "callbacks": "train (checkpoints, early stopping)", "logger": "the run directory (CSV and TensorBoard logs)",
+    "plugins": "hourglass (safetensors checkpoints)", "enable_model_summary": "hourglass (off)",
+}
 
 
 def build_data(config: Config):
@@ -54,7 +61,8 @@ def build_task(config: Config, data, *, load_pretrained: bool = True):
     return build(TASKS, config.task.name, config.task.options(), context, "task")
 
 
-def _absolute_data_paths(config: Config) -> Config:
+def absolute_data_paths(config: Config) -> Config:
+    """``config`` with its relative data paths that exist from here made absolute."""
     opts = absolute_paths(DATASETS.get(config.data.name), config.data.options())
     return config.model_copy(update={"data": config.data.model_copy(update=opts)})
 
@@ -68,7 +76,7 @@ def new_run_dir(config: Config, out: str | None) -> Path:
     if _ddp_child() and os.environ.get(RUN_DIR_ENV):
         return Path(os.environ[RUN_DIR_ENV])  # the directory rank 0 chose
     if out:
-        return _fresh_out(Path(out))
+        return Path(out) if _ddp_child() else _fresh_out(Path(out))  # rank 0 checks (and makes) it
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     path = Path("runs") / f"{config.name}-{stamp}"
     n = 1
@@ -79,8 +87,10 @@ def new_run_dir(config: Config, out: str | None) -> Path:
 
 
 def _fresh_out(path: Path) -> Path:
-    """``--out``: a new or empty directory; an existing run (or anything else) there is never overwritten."""
-    if path.exists() and (not path.is_dir() or any(path.iterdir())):
+    """``--out``: a new or empty directory, or a run that stopped before its first checkpoint (nothing to lose);
+    a run with weights, or anything else, is never overwritten."""
+    started = (path / "config.yaml").is_file() and not _has_weights(path)
+    if path.exists() and not started and (not path.is_dir() or any(path.iterdir())):
         what = "a run" if (path / "config.yaml").is_file() else "files" if path.is_dir() else "a file"
         raise ConfigError(
             f"Will not train into {path}: it already holds {what}, which a new run would overwrite. Continue that run "
@@ -89,14 +99,37 @@ def _fresh_out(path: Path) -> Path:
     return path
 
 
+def _has_weights(run: Path) -> bool:
+    return (run / "model.safetensors").exists() or any((run / "checkpoints").glob("*.safetensors"))
+
+
 def trainer_kwargs(config: Config) -> dict:
     """``trainer`` section -> Trainer keyword arguments; an unknown key is a config error."""
     valid = set(inspect.signature(L.Trainer.__init__).parameters) - {"self"}
     kwargs = config.trainer.model_dump()
     for key in kwargs:
+        if key in OWN_TRAINER_ARGS:
+            where = OWN_TRAINER_ARGS[key]
+            example = f" (e.g. --set {where}=...)" if where.startswith("train.") else ""
+            raise ConfigError(f'"trainer.{key}" is set by hourglass from {where}: set that instead{example} and '
+                              f"leave trainer.{key} out of the config.")
         if key not in valid:
             raise ConfigError(f'Unknown key "trainer.{key}": it is not a lightning.Trainer argument.{did_you_mean(key, valid)}')
     return kwargs
+
+
+class ConfiguredPatience(EarlyStopping):
+    """Lightning's early stopping, whose patience stays the config's when a resume restores the callback's
+    state (Lightning would restore the checkpoint's): a resume may give a stopped run more patience."""
+
+    @property
+    def state_key(self) -> str:  # Lightning's own key, so checkpoints written with EarlyStopping restore here
+        return "EarlyStopping" + repr({"monitor": self.monitor, "mode": self.mode})
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        patience = self.patience
+        super().load_state_dict(state_dict)
+        self.patience = patience
 
 
 class FlushLogs(Callback):
@@ -127,7 +160,8 @@ def make_trainer(config: Config, run_dir: Path, extra_callbacks: Sequence[Callba
     callbacks = [*extra_callbacks, FlushLogs(), best, last_steps, last_epoch]
     if tc.early_stopping:
         es = tc.early_stopping
-        callbacks.append(EarlyStopping(monitor=es.monitor, mode=es.mode, patience=es.patience, min_delta=es.min_delta))
+        callbacks.append(ConfiguredPatience(monitor=es.monitor, mode=es.mode, patience=es.patience,
+                                            min_delta=es.min_delta))
     if tc.average_last:  # the last N epochs' weights, averaged by finish() (hourglass.averaging)
         from hourglass.averaging import LastEpochs
 
@@ -161,7 +195,7 @@ def train(config: Config, *, out: str | None = None, resume: Path | None = None,
     L.seed_everything(config.seed, workers=True, verbose=False)
     data = build_data(config)
     data.setup("fit")
-    config = _absolute_data_paths(config)  # stored so, the run works from any directory
+    config = absolute_data_paths(config)  # stored so, the run works from any directory
     task = build_task(config, data)
     run_dir = Path(resume) if resume else new_run_dir(config, out)
     ckpt, history = None, []

@@ -23,6 +23,14 @@ def _quiet() -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 
+def _interrupted(run: str) -> str:
+    if not run:
+        return "interrupted"
+    if os.path.isfile(os.path.join(run, "checkpoints", "last.safetensors")):
+        return f"interrupted: the last checkpoint of {run} is kept; continue with `hourglass train --resume {run}`"
+    return f"interrupted before {run} had a checkpoint: nothing to resume; run the same command again to start over"
+
+
 def parser() -> argparse.ArgumentParser:
     import importlib
 
@@ -42,9 +50,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as stop:
-        run = str(stop) or "RUN"  # hourglass.training.train names the run directory
-        print(f"interrupted: the last checkpoint of {run} is kept; continue with `hourglass train --resume {run}`",
-              file=sys.stderr)
+        print(_interrupted(str(stop)), file=sys.stderr)  # hourglass.training.train names the run directory
         return 130
     except BrokenPipeError:  # the reader of stdout stopped early (e.g. `| head`): not an error
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

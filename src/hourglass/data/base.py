@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import lightning as L
 
@@ -17,6 +17,9 @@ class DataModule(L.LightningDataModule):
     - ``resume_at(epoch, batches_done)``: make the next training epoch skip consumed batches;
     - ``save_artifacts(run_dir)`` / ``load_artifacts(run_dir)``: tokenizers, class names and the like.
     """
+
+    #: Values of its path options that name built-in data, never a file (a run keeps them as they are).
+    builtin_names: ClassVar[frozenset[str]] = frozenset()
 
     def context(self) -> DataContext:  # pragma: no cover - abstract
         raise NotImplementedError

@@ -53,6 +53,8 @@ def labelled_subset(labels: np.ndarray | None, index: np.ndarray, n: int | None)
 
 @register_dataset("images")
 class ImageDataModule(DataModule):
+    builtin_names = frozenset({BUILTIN})
+
     def __init__(
         self,
         *,

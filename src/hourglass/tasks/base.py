@@ -97,7 +97,8 @@ class Task(L.LightningModule):
             then = (f"Nothing after the last good checkpoint was written; it is kept at {last}. {fix}, then continue "
                     f"with `hourglass train --resume {run} --set train.lr=...`.")
         else:
-            then = f"No checkpoint was due yet, so only these steps are lost. {fix}, then train again with a new --out."
+            then = (f"No checkpoint was due yet, so only these steps are lost. {fix}, then run the same command again "
+                    "(a run directory without a checkpoint may be reused).")
         raise TrainingError(
             f"Training stopped: the loss became {loss.item()} at step {self.global_step} (epoch {self.current_epoch}, "
             f"batch {batch_idx}). {then}"
