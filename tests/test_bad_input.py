@@ -175,6 +175,30 @@ def test_bad_trainer_value_is_a_config_error_and_writes_nothing(capsys, tmp_path
     assert not (tmp_path / "run").exists()
 
 
+TEXT = ["multi30k-gru-attention", "--set", "data.tsv=pairs.tsv", "data.source=null", "data.target=null",
+        "data.val_path=null", "data.val_ref=null"]
+
+
+@pytest.mark.parametrize("setting, words", [
+    ("data.source_col=-3", '"data.source_col" has a wrong value -3'),
+    ("data.source_col=1", "data.source_col and data.target_col are both 1"),
+    ("data.max_length=0", '"data.max_length" has a wrong value 0'),
+    ("data.train_limit=0", '"data.train_limit" has a wrong value 0'),
+    ("task.max_len_ratio=-1", '"task.max_len_ratio" has a wrong value -1'),
+    ("task.max_len=0", '"task.max_len" has a wrong value 0'),
+])
+def test_text_options_out_of_range_are_refused(capsys, tmp_path: Path, monkeypatch, setting: str, words: str) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "pairs.tsv").write_text("".join(f"ein satz {i}\ta sentence {i}\n" for i in range(40)))
+    err = _fails(capsys, "train", *TEXT, "data.vocab=40", setting, "--out", str(tmp_path / "run"))
+    assert words in err and not (tmp_path / "run").exists()
+
+
+def test_tsv_and_source_files_together_say_how_to_clear_the_recipes_pair(capsys, tmp_path: Path) -> None:
+    err = _fails(capsys, "train", "multi30k-gru-attention", "--set", f"data.tsv={tmp_path / 'p.tsv'}")
+    assert "not both" in err and "data.source=null data.target=null" in err
+
+
 def test_an_existing_run_is_never_overwritten_by_a_new_one(capsys, tmp_path: Path) -> None:
     run = tmp_path / "run"
     assert main(["train", *FAST, "--out", str(run)]) == 0

@@ -70,6 +70,8 @@ def test_encode_reconstruct_info(ae_run: Path, tmp_path: Path, capsys) -> None:
     assert main(["info", str(ae_run)]) == 0
     out = capsys.readouterr().out
     assert "conv -> plain -> deconv" in out and "parameters" in out
+    assert main(["evaluate", str(ae_run), "--data", str(tmp_path / "x.npy"), "--ref", str(tmp_path / "x.npy")]) == 2
+    assert "--ref gives the references of parallel text or captions" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("argv, words", [
@@ -134,8 +136,8 @@ def test_a_builtin_data_name_is_never_taken_for_a_folder(tmp_path: Path, monkeyp
     (tmp_path / "digits").mkdir()
     (tmp_path / "x.npy").touch()
     monkeypatch.chdir(tmp_path)
-    assert absolute_paths(ImageDataModule, {"path": "digits", "val_path": "x.npy", "labels": None}) == {
-        "path": "digits", "val_path": str(tmp_path / "x.npy"), "labels": None}
+    options = {"path": "digits", "val_path": "x.npy", "labels": None, "resize": [8, 8]}
+    assert absolute_paths(ImageDataModule, options) == {**options, "val_path": str(tmp_path / "x.npy")}
 
 
 def test_resume_takes_the_configs_early_stopping_patience(tmp_path: Path, tiny_config) -> None:

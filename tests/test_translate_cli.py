@@ -89,6 +89,21 @@ def test_translate_streams_before_stdin_closes(run_dir):
         proc.kill()
 
 
+@pytest.mark.parametrize("argv, words", [
+    (["translate", "RUN", "--max-len-ratio", "-1"], "'-1' is not a finite number greater than 0"),
+    (["translate", "RUN", "--max-len-ratio", "nan"], "'nan' is not a finite number greater than 0"),
+    (["translate", "RUN", "--batch", "0"], "'0' is not a count"),
+    (["translate", "RUN", "--buffer", "-1"], "'-1' is not a count"),
+    (["translate", "RUN", "--nbest", "0"], "'0' is not a count"),
+    (["attention", "RUN", "ein Satz", "--output", "a.png", "--beam", "0"], "'0' is not a count"),
+    (["caption", "RUN", "x.png", "--batch", "0"], "'0' is not a count"),
+])
+def test_decoding_options_out_of_range_are_refused_before_loading(argv, words, capsys):
+    with pytest.raises(SystemExit) as stop:
+        main(argv)
+    assert stop.value.code == 2 and words in capsys.readouterr().err
+
+
 def test_chunks_are_lazy():
     """available_batches never reads far ahead of what it has translated (a large input is not loaded)."""
     from hourglass.cli.text import available_batches

@@ -20,6 +20,7 @@ from hourglass.errors import ConfigError, did_you_mean
 #: Option types with limits, checked when a config is read (the string is what an error message shows).
 Size = Annotated[int, Field(ge=1), "a whole number of at least 1"]
 Count = Annotated[int, Field(ge=0), "a whole number, 0 or more"]
+Positive = Annotated[float, Field(gt=0, allow_inf_nan=False), "a finite number greater than 0"]
 Widths = Annotated[list[Size], Field(min_length=1), "a non-empty list of whole numbers of at least 1, e.g. [32, 64]"]
 Hidden = Annotated[list[Size], "a list of whole numbers of at least 1 (empty for none), e.g. [256]"]
 
@@ -90,8 +91,9 @@ def absolute_paths(cls: type, options: dict[str, Any]) -> dict[str, Any]:
     hints = typing.get_type_hints(cls.__init__, include_extras=True)
     out = dict(options)
     for key, value in options.items():
-        builtin = value in getattr(cls, "builtin_names", ())
-        relative = isinstance(value, str) and not os.path.isabs(value) and not builtin
+        if not isinstance(value, str) or value in getattr(cls, "builtin_names", ()):
+            continue  # lists, numbers, built-in data names
+        relative = not os.path.isabs(value)
         if relative and _is_location(hints.get(key)) and os.path.exists(value):
             out[key] = os.path.abspath(value)
     return out

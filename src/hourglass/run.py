@@ -54,8 +54,18 @@ class Run:
 
     def with_val_data(self, data_path: str, ref_path: str | None = None):
         """A copy of the run's data module whose validation split is the data at ``data_path`` (and ``ref_path``)."""
+        from hourglass._registry import DATASETS
+        from hourglass.options import parameters
         from hourglass.training import build_data
 
+        takes = parameters(DATASETS.get(self.config.data.name))
+        kind = self.config.data.name
+        if "val_path" not in takes:
+            raise DataError(f'The data of {self.path} ("{kind}") is generated, not read from files, so it cannot be '
+                            "swapped for --data. Evaluate on its own validation split: leave --data out.")
+        if ref_path is not None and "val_ref" not in takes:
+            raise DataError(f'--ref gives the references of parallel text or captions; the data of {self.path} '
+                            f'("{kind}") reads its targets with its inputs. Leave --ref out.')
         opts = dict(self.config.data.options(), val_path=str(data_path))
         if ref_path is not None:
             opts["val_ref"] = str(ref_path)

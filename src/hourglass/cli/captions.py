@@ -13,6 +13,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from hourglass.cli.args import count
 from hourglass.errors import HourglassError
 
 
@@ -20,9 +21,9 @@ def register(sub) -> None:
     p = sub.add_parser("caption", help="caption image files with a trained captioning run, one line per image")
     p.add_argument("run", help="the run directory")
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image files (any size; resized like the training data)")
-    p.add_argument("--beam", type=int, help="beam size (default: the run's task.beam; 1 = greedy)")
+    p.add_argument("--beam", type=count, help="beam size (default: the run's task.beam; 1 = greedy)")
     p.add_argument("--names", action="store_true", help="print IMAGE<TAB>CAPTION instead of the caption alone")
-    p.add_argument("--batch", type=int, default=32, help="most images captioned together (default 32)")
+    p.add_argument("--batch", type=count, default=32, help="most images captioned together (default 32)")
     p.set_defaults(func=cmd_caption)
 
 
@@ -48,9 +49,8 @@ def _check_beam(beam: int | None) -> None:
 def cmd_caption(args) -> int:
     from hourglass.tasks.seq2seq import chunks
 
-    _check_beam(args.beam)
     run = load_captioner(args.run)
-    for batch in chunks(args.images, max(1, args.batch)):
+    for batch in chunks(args.images, args.batch):
         for image, hyps in zip(batch, run.task.translate(batch, run.data, beam=args.beam)):
             print(f"{image}\t{hyps[0][0]}" if args.names else hyps[0][0], flush=True)
     return 0

@@ -113,7 +113,10 @@ def cmd_info(args) -> int:
     print(f"task        {run.config.task.name}")
     print(f"model       {model.describe()}")
     print(f"parameters  {sum(p.numel() for p in model.parameters()):,}")
-    print(f"data        {json.dumps(run.data.describe())}")
+    try:
+        print(f"data        {json.dumps(run.data.describe())}")
+    except DataError as err:  # e.g. text runs describe their training files, which may be gone
+        print(f"data        not readable from here: {err}")
     _print_run_metrics(run.metrics())
     return 0
 

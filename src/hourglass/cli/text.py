@@ -17,7 +17,7 @@ import threading
 from pathlib import Path
 from typing import IO, Iterator
 
-from hourglass.cli.args import file_ending
+from hourglass.cli.args import count, file_ending, positive
 from hourglass.errors import HourglassError
 from hourglass.precision import add_precision, autocast
 
@@ -28,12 +28,12 @@ def register(sub) -> None:
     p = sub.add_parser("translate", help="translate lines from stdin or --input with a trained seq2seq run")
     p.add_argument("run", help="the run directory")
     p.add_argument("--input", metavar="FILE", help="read this file (plain or .gz) instead of stdin")
-    p.add_argument("--beam", type=int, help="beam size (default: the run's task.beam; 1 = greedy)")
-    p.add_argument("--nbest", type=int, default=1, help="hypotheses per line (<= beam)")
-    p.add_argument("--max-len-ratio", type=float, help="longest output, in source lengths (default: the run's)")
+    p.add_argument("--beam", type=count, help="beam size (default: the run's task.beam; 1 = greedy)")
+    p.add_argument("--nbest", type=count, default=1, help="hypotheses per line (<= beam)")
+    p.add_argument("--max-len-ratio", type=positive, help="longest output, in source lengths (default: the run's)")
     add_beam_prune(p)
-    p.add_argument("--batch", type=int, default=128, help="most lines translated together (default 128)")
-    p.add_argument("--buffer", type=int, default=1024,
+    p.add_argument("--batch", type=count, default=128, help="most lines translated together (default 128)")
+    p.add_argument("--buffer", type=count, default=1024,
                    help="most lines read ahead and sorted by length into batches (default 1024)")
     add_precision(p)
     p.set_defaults(func=cmd_translate)
@@ -42,7 +42,7 @@ def register(sub) -> None:
     p.add_argument("run")
     p.add_argument("sentence", help="the sentence to translate, or an image file for a captioning run")
     p.add_argument("--output", required=True, type=file_ending(".png"), metavar="FILE.png")
-    p.add_argument("--beam", type=int, help="beam size (default: the run's task.beam)")
+    p.add_argument("--beam", type=count, help="beam size (default: the run's task.beam)")
     p.set_defaults(func=cmd_attention)
 
 
@@ -148,10 +148,8 @@ def cmd_translate(args) -> int:
     from hourglass.data.text import iter_lines
 
     beam = args.beam
-    if beam is not None and beam < 1:
-        raise HourglassError(f"--beam must be 1 or more (got {beam}).")
-    if args.nbest < 1 or args.nbest > (beam or 10**9):
-        raise HourglassError(f"--nbest must be between 1 and the beam size (got --nbest {args.nbest}, --beam {beam}).")
+    if beam is not None and args.nbest > beam:
+        raise HourglassError(f"--nbest must be at most the beam size (got --nbest {args.nbest}, --beam {beam}).")
     run = load_seq2seq(args.run)
     set_beam_prune(run, args.beam_prune)
     if args.nbest > (beam or run.task.beam):
@@ -159,7 +157,7 @@ def cmd_translate(args) -> int:
     lines = iter_lines(Path(args.input)) if args.input else iter_lines(sys.stdin.buffer)
     with autocast(args.precision, run.task.device):
         translate_stream(run, lines, sys.stdout, beam=beam, nbest=args.nbest, max_len_ratio=args.max_len_ratio,
-                         batch=max(1, args.batch), buffer=args.buffer)
+                         batch=args.batch, buffer=args.buffer)
     return 0
 
 

@@ -40,7 +40,7 @@ from hourglass.data.text import read_parallel, read_tsv
 from hourglass.data.tokenizer import Tokenizer
 from hourglass.errors import ConfigError, DataError
 from hourglass.model import DataContext
-from hourglass.options import Location, Size
+from hourglass.options import Count, Location, Size
 
 Pairs = list[tuple[str, str]]
 JOINT, SOURCE, TARGET = "tokenizer.model", "source.model", "target.model"
@@ -105,23 +105,30 @@ class ParallelDataModule(DataModule):
         source: Optional[Location] = None,
         target: Optional[Location] = None,
         tsv: Optional[Location] = None,
-        source_col: int = 0,
-        target_col: int = 1,
+        source_col: Count = 0,
+        target_col: Count = 1,
         val_path: Optional[Location] = None,
         val_ref: Optional[Location] = None,
         val_fraction: float = 0.05,
-        train_limit: Optional[int] = None,
+        train_limit: Optional[Size] = None,
         vocab: Size = 8000,
         joint_vocab: bool = True,
         tokenizer: Literal["unigram", "bpe"] = "unigram",
-        max_length: int = 128,
+        max_length: Size = 128,
         max_tokens: Size = 4096,
         num_workers: int = 0,
         seed: int = 0,
     ) -> None:
         super().__init__()
         if tsv is not None and (source or target):
-            raise ConfigError("Set either data.tsv or data.source and data.target, not both.")
+            raise ConfigError(
+                f"Set either data.tsv or data.source and data.target, not both (data.tsv={tsv}, data.source={source}, "
+                f"data.target={target}). When a recipe sets one pair, clear it: e.g. --set data.tsv=FILE "
+                "data.source=null data.target=null."
+            )
+        if source_col == target_col:
+            raise ConfigError(f"data.source_col and data.target_col are both {source_col}: the source and the target "
+                              "must be different columns of the TSV (0 and 1 by default).")
         if val_path is None and not 0.0 < val_fraction < 1.0:
             raise ConfigError(f"data.val_fraction must be between 0 and 1 (got {val_fraction}), or set data.val_path.")
         self.paths = dict(source=source, target=target, tsv=tsv, val_path=val_path, val_ref=val_ref)

@@ -144,7 +144,9 @@ def read_tsv(path: str | Path, source_col: int = 0, target_col: int = 1) -> list
                 raise DataError(
                     f"{path}, line {number}: {len(fields)} tab-separated column(s), but source_col={source_col} "
                     f"and target_col={target_col} need {need}: {_quote(line)}. Check that the columns are "
-                    f"separated by tabs (not spaces), or change source_col/target_col."
+                    f"separated by tabs (not spaces), or change source_col/target_col. If this is a file of "
+                    f"source sentences alone, give their references as a second file (`hourglass evaluate RUN "
+                    f"--data SRC --ref REF`, or data.source and data.target)."
                 )
             yield fields[source_col], fields[target_col]
 

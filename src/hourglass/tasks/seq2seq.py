@@ -55,6 +55,7 @@ from hourglass.data.tokenizer import PAD_ID, Tokenizer
 from hourglass.decoders.base import SequenceDecoder
 from hourglass.errors import ConfigError
 from hourglass.model import EncoderDecoder
+from hourglass.options import Count, Positive, Size
 from hourglass.search import Hypotheses, beam_search, greedy
 from hourglass.tasks.base import Task
 
@@ -132,9 +133,9 @@ class Seq2SeqTask(Task):
         length_penalty: float = 1.0,
         beam_prune: float | None = None,
         val_beam: int = 1,
-        max_len: int = 200,
-        max_len_ratio: float | None = 2.0,
-        max_len_offset: int = 10,
+        max_len: Size = 200,
+        max_len_ratio: Positive | None = 2.0,
+        max_len_offset: Count = 10,
         examples: int = 20,
         attention_plots: int = 3,
     ) -> None:
