@@ -55,6 +55,12 @@ def test_translate_buffer_sorts_but_writes_in_input_order(run_dir, monkeypatch, 
     assert status == 0 and out.splitlines() == ["e d c b a", "f", "e d", "a b c d"]
 
 
+def test_translate_input_dash_is_stdin_and_a_missing_file_is_named(run_dir, tmp_path, monkeypatch, capsys):
+    assert translate(monkeypatch, capsys, run_dir, "R a b c\n", "--input", "-") == (0, "c b a\n")
+    assert main(["translate", str(run_dir), "--input", str(tmp_path / "nosuch.de")]) == 2
+    assert f"The text file {tmp_path / 'nosuch.de'} does not exist" in capsys.readouterr().err
+
+
 def test_translate_empty_stdin_is_empty_output(run_dir, monkeypatch, capsys):
     assert translate(monkeypatch, capsys, run_dir, "") == (0, "")
 

@@ -27,7 +27,7 @@ _END = object()
 def register(sub) -> None:
     p = sub.add_parser("translate", help="translate lines from stdin or --input with a trained seq2seq run")
     p.add_argument("run", help="the run directory")
-    p.add_argument("--input", metavar="FILE", help="read this file (plain or .gz) instead of stdin")
+    p.add_argument("--input", metavar="FILE", help="read this file (plain or .gz) instead of stdin (- for stdin)")
     p.add_argument("--beam", type=count, help="beam size (default: the run's task.beam; 1 = greedy)")
     p.add_argument("--nbest", type=count, default=1, help="hypotheses per line (<= beam)")
     p.add_argument("--max-len-ratio", type=positive, help="longest output, in source lengths (default: the run's)")
@@ -154,7 +154,8 @@ def cmd_translate(args) -> int:
     set_beam_prune(run, args.beam_prune)
     if args.nbest > (beam or run.task.beam):
         beam = args.nbest  # an n-best list needs a beam at least that wide
-    lines = iter_lines(Path(args.input)) if args.input else iter_lines(sys.stdin.buffer)
+    stdin = args.input in (None, "-")  # `--input -` is standard input, as for most tools
+    lines = iter_lines(sys.stdin.buffer) if stdin else iter_lines(Path(args.input))
     with autocast(args.precision, run.task.device):
         translate_stream(run, lines, sys.stdout, beam=beam, nbest=args.nbest, max_len_ratio=args.max_len_ratio,
                          batch=args.batch, buffer=args.buffer)

@@ -24,8 +24,8 @@ _GZIP_MAGIC = b"\x1f\x8b"
 
 def _open_binary(path: Path) -> IO[bytes]:
     if not path.exists():
-        raise DataError(f"Data file {path} does not exist. Check the path in the data config (relative paths "
-                        f"are resolved from the working directory, here {Path.cwd()}).")
+        raise DataError(f"The text file {path} does not exist. Check the path (in the data config, or given to "
+                        f"the command); relative paths are resolved from the working directory, here {Path.cwd()}.")
     if not path.is_file():
         raise DataError(f"{path} is a directory, not a text file. Give the path of a file.")
     with path.open("rb") as probe:
