@@ -39,6 +39,21 @@ def test_windows_line_ends_a_byte_order_mark_and_spaces_are_removed(tmp_path) ->
     assert read_parallel(tmp_path / "s", tmp_path / "t") == [("Ärger", "Trouble"), ("Öl", "Oil")]
 
 
+def test_byte_order_marks_of_files_joined_with_cat_are_dropped_on_any_line(tmp_path) -> None:
+    part = "\ufeffein Hund\r\n".encode("utf-8")
+    (tmp_path / "joined.de").write_bytes(part + part)
+    assert list(iter_lines(tmp_path / "joined.de")) == ["ein Hund", "ein Hund"]
+
+
+def test_utf16_and_cr_only_files_say_what_they_are(tmp_path) -> None:
+    (tmp_path / "u16.de").write_bytes("ein Hund\nzwei Katzen\n".encode("utf-16"))
+    with pytest.raises(DataError, match=r"u16\.de is UTF-16 text .*iconv -f UTF-16 -t UTF-8"):
+        list(iter_lines(tmp_path / "u16.de"))
+    (tmp_path / "mac.de").write_bytes(b"ein Hund\rzwei Katzen\rdrei\r")
+    with pytest.raises(DataError, match=r"mac\.de, line 1 holds 2 carriage returns .*CR alone"):
+        list(iter_lines(tmp_path / "mac.de"))
+
+
 def test_different_line_counts_name_both_counts_and_the_first_extra_line(tmp_path) -> None:
     src = _write(tmp_path / "s.de", ["eins", "zwei", "drei"])
     tgt = _write(tmp_path / "t.en", ["one", "two"])

@@ -33,17 +33,32 @@ def _open_binary(path: Path) -> IO[bytes]:
     return gzip.open(path, "rb") if compressed else path.open("rb")
 
 
+_UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
+
+
 def _decode(raw: bytes, name: str, number: int) -> str:
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as err:
+        if number == 1 and raw.startswith(_UTF16_BOMS):
+            raise DataError(f"{name} is UTF-16 text (it starts with a UTF-16 byte-order mark). Convert it to UTF-8, "
+                            "for example with `iconv -f UTF-16 -t UTF-8`.") from None
         raise DataError(
             f"{name}, line {number}: bytes {raw[err.start:err.start + 4]!r} at column {err.start + 1} are not "
-            f"UTF-8. Convert the file to UTF-8 (for example `iconv -f latin1 -t utf-8`), or remove the line."
+            f"UTF-8. Convert the file to UTF-8 (for example `iconv -f latin1 -t utf-8` for Latin-1 text), or "
+            f"remove the line."
         ) from None
-    if number == 1:
-        text = text.removeprefix("\ufeff")
-    return text.rstrip("\r\n")
+    return _line(text, name, number)
+
+
+def _line(text: str, name: str, number: int) -> str:
+    """A line without its terminator or a byte-order mark (files joined with `cat` carry one on any line)."""
+    text = text.removeprefix("\ufeff").rstrip("\r\n")
+    if text.count("\r") > 1:
+        raise DataError(f"{name}, line {number} holds {text.count(chr(13))} carriage returns (CR): the file seems to "
+                        "end its lines with CR alone (old Mac style). Convert it to LF or CRLF line endings, for "
+                        "example with `tr '\\r' '\\n'`.")
+    return text
 
 
 def _iter_binary(stream: IO[bytes], name: str) -> Iterator[str]:
@@ -60,7 +75,7 @@ def _iter_text(stream: IO[str], name: str) -> Iterator[str]:
     number = 0
     try:
         for number, line in enumerate(stream, start=1):
-            yield (line.removeprefix("\ufeff") if number == 1 else line).rstrip("\r\n")
+            yield _line(line, name, number)
     except UnicodeDecodeError:
         raise DataError(f"{name}, line {number + 1}: the bytes are not valid in the stream's encoding. Give "
                         f"UTF-8 text (for example, set PYTHONIOENCODING=utf-8 for standard input).") from None
