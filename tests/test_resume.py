@@ -31,15 +31,17 @@ def _position(ckpt: Path) -> dict | None:
     return {"step": tree["global_step"], **tree.get("hourglass", {})}
 
 
-def _kill_mid_epoch(out: Path, timeout: float = 240.0) -> dict:
-    """Start training, SIGKILL it right after a mid-epoch checkpoint of the second epoch appears."""
-    proc = subprocess.Popen(_hourglass(*ARGS, "--out", str(out)), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+def _kill_mid_epoch(out: Path, args: list[str] = ARGS, after_step: int = 30, timeout: float = 240.0) -> dict:
+    """Start training, SIGKILL it (and any DDP processes it started) right after a mid-epoch checkpoint beyond
+    ``after_step`` appears."""
+    proc = subprocess.Popen(_hourglass(*args, "--out", str(out)), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
     ckpt, start = out / "checkpoints" / "last.safetensors", time.time()
     try:
         while time.time() - start < timeout:
             pos = _position(ckpt) if ckpt.exists() else None
-            if pos and pos["step"] > 30 and not pos["epoch_complete"]:
-                os.kill(proc.pid, signal.SIGKILL)
+            if pos and pos["step"] > after_step and not pos["epoch_complete"]:
+                os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
                 return pos
             if proc.poll() is not None:
@@ -48,7 +50,7 @@ def _kill_mid_epoch(out: Path, timeout: float = 240.0) -> dict:
         raise AssertionError("no mid-epoch checkpoint appeared")
     finally:
         if proc.poll() is None:
-            proc.kill()
+            os.killpg(proc.pid, signal.SIGKILL)
 
 
 def _weights(path: Path) -> dict[str, torch.Tensor]:
@@ -76,6 +78,19 @@ def test_sigkill_mid_epoch_then_resume_matches_uninterrupted(tmp_path: Path) -> 
 def _log(run: Path) -> list[tuple]:
     with (run / "logs" / "metrics.csv").open() as f:
         return [(r["epoch"], r["step"], r.get("train/loss"), r.get("val/loss")) for r in csv.DictReader(f)]
+
+
+def test_under_ddp_a_sigkilled_run_resumes_to_the_same_weights(tmp_path: Path) -> None:
+    # 2 CPU processes: 480 images / (16 x 2) = 15 steps an epoch; each process skips its own consumed share.
+    ddp = [*ARGS, "trainer.devices=2", "trainer.strategy=ddp"]
+    subprocess.run(_hourglass(*ddp, "--out", str(tmp_path / "full")), check=True, capture_output=True)
+    killed = _kill_mid_epoch(tmp_path / "killed", ddp, after_step=15)
+    done = subprocess.run(_hourglass("train", "--resume", str(tmp_path / "killed")), capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    full = _weights(tmp_path / "full/checkpoints/last.safetensors")
+    resumed = _weights(tmp_path / "killed/checkpoints/last.safetensors")
+    for key in full:
+        assert torch.equal(full[key], resumed[key]), f"{key} differs after resuming from step {killed['step']}"
 
 
 def test_ctrl_c_stops_with_the_resume_command_and_the_run_resumes(tmp_path: Path) -> None:

@@ -38,6 +38,7 @@ OWN_TRAINER_ARGS = {
     "enable_progress_bar": "train.progress", "default_root_dir": "the run directory (--out)",
     "callbacks": "train (checkpoints, early stopping)", "logger": "the run directory (CSV and TensorBoard logs)",
     "plugins": "hourglass (safetensors checkpoints)", "enable_model_summary": "hourglass (off)",
+    "use_distributed_sampler": "hourglass (its samplers shard by rank; hourglass.data.sampler)",
 }
 
 
@@ -172,7 +173,8 @@ def make_trainer(config: Config, run_dir: Path, extra_callbacks: Sequence[Callba
         trainer = L.Trainer(
             default_root_dir=run_dir, max_epochs=tc.max_epochs, max_steps=tc.max_steps, callbacks=callbacks,
             logger=loggers, plugins=[SafetensorsCheckpointIO()], gradient_clip_val=tc.gradient_clip,
-            enable_progress_bar=tc.progress, enable_model_summary=False, **trainer_kwargs(config),
+            enable_progress_bar=tc.progress, enable_model_summary=False, use_distributed_sampler=False,
+            **trainer_kwargs(config),
         )
     except (ValueError, MisconfigurationException) as err:  # Lightning's own words name the bad value
         raise ConfigError(

@@ -97,3 +97,40 @@ def test_a_dataloader_with_the_sampler_and_collate() -> None:
         assert (batch["target"][:, 0] == 2).all()
         seen += batch["index"].tolist()
     assert sorted(seen) == list(range(100))
+
+
+@pytest.mark.parametrize("n, world", [(10, 4), (12, 3), (7, 1)])
+def test_shards_split_an_epoch_evenly_over_processes(n: int, world: int) -> None:
+    from hourglass.data.sampler import shard
+
+    parts = [shard(list(range(n)), rank, world) for rank in range(world)]
+    assert {len(p) for p in parts} == {-(-n // world)}  # the same step count in every process
+    assert set().union(*parts) == set(range(n))  # every example, the padding repeating the first ones
+
+
+def test_under_ddp_each_process_resumes_exactly_its_own_share(monkeypatch) -> None:
+    import hourglass.data.batching as batching
+    import hourglass.data.sampler as sampler_module
+    from hourglass.data.sampler import ResumableSampler
+
+    lengths = _lengths(300)
+    for rank in (0, 1):
+        for module in (sampler_module, batching):
+            monkeypatch.setattr(module, "rank_and_world", lambda rank=rank: (rank, 2))
+        images = ResumableSampler(101, seed=3)
+        images.set_epoch(2)
+        full = list(images)
+        assert len(images) == len(full) == 51
+        images.resume_at(2, 20)  # this process had consumed 20 of its samples
+        assert list(images) == full[20:]
+        text = TokenBatchSampler(lengths, max_tokens=200, seed=1)
+        text.set_epoch(1)
+        batches = list(text)
+        assert len(batches) == -(-len(text.batches()) // 2)
+        text.skip_batches = 3
+        assert list(text) == batches[3:]
+    monkeypatch.undo()
+    whole = ResumableSampler(101, seed=3)
+    whole.set_epoch(2)
+    order = list(whole)
+    assert full == (order + order[:1])[1::2]  # rank 1's share of the one-process order

@@ -11,6 +11,7 @@ iteration start after that many batches, for an exact resume in the middle of an
 """
 from __future__ import annotations
 
+import math
 from typing import Iterator, NamedTuple, Sequence
 
 import numpy as np
@@ -18,6 +19,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Sampler
 
+from hourglass.data.sampler import rank_and_world, shard
 from hourglass.errors import ConfigError
 
 
@@ -77,11 +79,11 @@ class TokenBatchSampler(Sampler[list[int]]):
 
     def __iter__(self) -> Iterator[list[int]]:
         skip, self.skip_batches = self.skip_batches, 0
-        return iter(self.batches()[skip:])
+        return iter(shard(self.batches(), *rank_and_world())[skip:])  # under DDP, this process's share
 
     def __len__(self) -> int:
-        """The number of batches the next iteration yields."""
-        return max(self._count - self.skip_batches, 0)
+        """The number of batches the next iteration yields (in this process)."""
+        return max(math.ceil(self._count / rank_and_world()[1]) - self.skip_batches, 0)
 
 
 class TextExample(NamedTuple):
