@@ -6,7 +6,8 @@ Implements the data-module protocol of :mod:`hourglass.tasks.seq2seq` for text o
       name: parallel
       source: train.de.gz        # two aligned files (plain or gzip), line i translates line i ...
       target: train.en.gz
-      tsv: null                  # ... or one tab-separated file (columns source_col, target_col)
+      tsv: null                  # ... or one tab-separated file (columns source_col, target_col; no quoting:
+                                 #     every tab separates columns, as in Moses and fairseq TSVs)
       val_path: val.de.gz        # validation sources (or a TSV when val_ref is not set); default: split off
       val_ref: val.en.gz         #   val_fraction of the training pairs. `hourglass evaluate --data --ref` sets these.
 
