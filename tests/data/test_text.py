@@ -123,6 +123,16 @@ def test_read_tsv_picks_columns(tmp_path) -> None:
         assert read_tsv(path, source_col=2, target_col=1)[0] == ("A man.", "Ein Mann.")
 
 
+def test_read_tsv_warns_about_lines_whose_columns_are_shifted(tmp_path) -> None:
+    path = _write(tmp_path / "d.tsv", ["Ein Mann.\tA man.", "Ein\tHund.\tA dog.", "Zwei.\tTwo.", "Drei.\tThree."])
+    with pytest.warns(UserWarning, match=r"most lines have 2 tab-separated columns, but 1 line\(s\) with 3 "
+                                         r"\(first: line 2\)"):
+        assert len(read_tsv(path)) == 4
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a regular file warns of nothing
+        read_tsv(_write(tmp_path / "ok.tsv", ["Ein Mann.\tA man.", "Zwei.\tTwo."]))
+
+
 def test_read_tsv_reports_a_line_with_too_few_columns(tmp_path) -> None:
     path = _write(tmp_path / "d.tsv", ["Ein Mann.\tA man.", "Zwei Männer  Two men."])
     with pytest.raises(DataError, match=r"d\.tsv, line 2: 1 tab-separated column"):

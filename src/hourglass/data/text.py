@@ -148,6 +148,7 @@ def read_parallel(source_path: str | Path, target_path: str | Path) -> list[tupl
 def read_tsv(path: str | Path, source_col: int = 0, target_col: int = 1) -> list[tuple[str, str]]:
     """Read (source, target) pairs from tab-separated columns ``source_col`` and ``target_col`` (0-based)."""
     need = max(source_col, target_col) + 1
+    widths: dict[int, list[int]] = {}  # column count -> [lines with it, its first line]
 
     def pairs() -> Iterator[tuple[str, str]]:
         for number, line in enumerate(iter_lines(path), start=1):
@@ -155,6 +156,7 @@ def read_tsv(path: str | Path, source_col: int = 0, target_col: int = 1) -> list
                 yield "", ""
                 continue
             fields = line.split("\t")
+            widths.setdefault(len(fields), [0, number])[0] += 1
             if len(fields) < need:
                 raise DataError(
                     f"{path}, line {number}: {len(fields)} tab-separated column(s), but source_col={source_col} "
@@ -165,4 +167,12 @@ def read_tsv(path: str | Path, source_col: int = 0, target_col: int = 1) -> list
                 )
             yield fields[source_col], fields[target_col]
 
-    return _keep_nonempty(pairs(), str(path))
+    kept = _keep_nonempty(pairs(), str(path))
+    if len(widths) > 1:  # e.g. a tab inside one sentence shifts the columns of its line
+        usual = max(widths, key=lambda w: widths[w][0])
+        odd = sorted((w, *widths[w]) for w in widths if w != usual)
+        detail = "; ".join(f"{n} line(s) with {w} (first: line {first})" for w, n, first in odd[:3])
+        warnings.warn(f"{path}: most lines have {usual} tab-separated columns, but {detail}. A tab inside a "
+                      f"sentence shifts its line's columns (TSVs have no quoting); check those lines.", UserWarning,
+                      stacklevel=2)
+    return kept
