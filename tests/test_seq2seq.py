@@ -187,3 +187,19 @@ def test_smoothed_cross_entropy_equals_torch_and_ignores_padding(smoothing):
     expected_grad, = torch.autograd.grad(expected, logits)
     assert torch.allclose(grad, expected_grad, atol=1e-12)
     assert grad[gold == 0].abs().max() == 0  # padding positions get no gradient
+
+
+def test_the_numbers_words_recipe_trains_through_the_cli(tmp_path, capsys):
+    """The README's no-files text recipe, shrunk: its list-valued data options pass the run's path handling."""
+    from hourglass.cli import main
+
+    out = tmp_path / "nw"
+    args = ["train", "numbers-words", "--out", str(out), "--set", "train.max_epochs=1", "train.progress=false",
+            "data.train_size=200", "data.val_size=10", "data.vocab=60", "model.encoder.hidden=16",
+            "model.encoder.embed=16", "model.decoder.hidden=16", "model.decoder.embed=16", "task.examples=2",
+            "task.attention_plots=1"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert main(args) == 0
+    assert "languages:\n  - en\n  - de\n  - fr" in (out / "config.yaml").read_text()
+    assert "exact_match" in json.loads((out / "metrics.json").read_text())["final"]
