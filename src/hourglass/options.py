@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, TypeAdapter, ValidationError
 
-from hourglass._registry import Registry
+from hourglass._registry import DATASETS, Registry
 from hourglass.errors import ConfigError, did_you_mean
 
 #: Option types with limits, checked when a config is read (the string is what an error message shows).
@@ -97,6 +97,12 @@ def absolute_paths(cls: type, options: dict[str, Any]) -> dict[str, Any]:
         if relative and _is_location(hints.get(key)) and os.path.exists(value):
             out[key] = os.path.abspath(value)
     return out
+
+
+def absolute_data_paths(config: Any) -> Any:
+    """A :class:`~hourglass.config.Config` with its relative data paths that exist from here made absolute."""
+    opts = absolute_paths(DATASETS.get(config.data.name), config.data.options())
+    return config.model_copy(update={"data": config.data.model_copy(update=opts)})
 
 
 def _is_location(annotation: Any) -> bool:

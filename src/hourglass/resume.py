@@ -15,6 +15,7 @@ from typing import Any
 from hourglass.checkpoint import load_tree, read_metadata
 from hourglass.config import Config, load_config
 from hourglass.errors import CheckpointError, ConfigError
+from hourglass.options import absolute_data_paths
 from hourglass.weights import check_state
 
 #: Dotted keys (or prefixes ending in ".") that may differ between a run's config.yaml and its resume.
@@ -47,12 +48,11 @@ def stored_config(run_dir: Path) -> Path:
 
 
 def check_config(config: Config, run_dir: Path) -> None:
-    """Refuse a resume whose config changes a key the checkpoint depends on (a clear error, nothing written)."""
-    from hourglass.training import absolute_data_paths  # (training imports this module)
-
+    """Refuse a resume whose config changes a key the checkpoint depends on (a clear error, nothing written).
+    ``config`` is the one training holds, its data paths already absolute."""
     stored_path = stored_config(run_dir)
     stored = absolute_data_paths(load_config(stored_path))  # a run from before paths were stored absolute
-    old, new = _flat(stored.to_dict()), _flat(absolute_data_paths(config).to_dict())
+    old, new = _flat(stored.to_dict()), _flat(config.to_dict())
     changed = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k) and not _resumable(k))
     if changed:
         diffs = "; ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in changed[:6])

@@ -88,10 +88,11 @@ class Run:
     # -- model use (autoencoders) -------------------------------------------------------------------------------
     def _images(self, images: np.ndarray) -> torch.Tensor:
         """(N, C, H, W) numbers in [0, 1], or uint8 pixels in 0-255 (scaled here) -> a float tensor."""
-        shape = self.data.context().encoder.get("input_shape")
+        context = self.data.context()
+        shape = context.encoder.get("input_shape")
         if shape is None:
             raise HourglassError(
-                f'The run {self.path} reads {self.data.context().modality}, not images, so it cannot encode images. '
+                f'The run {self.path} reads {context.modality}, not images, so it cannot encode images. '
                 "Use `hourglass translate` on a text run, or give the directory of an image run."
             )
         array = np.asarray(images)

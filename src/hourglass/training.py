@@ -16,10 +16,9 @@ from typing import Sequence
 
 import lightning as L
 import torch
+from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
-
-from lightning.fabric.utilities.exceptions import MisconfigurationException
 
 from hourglass import resume as resuming
 from hourglass._registry import DATASETS, TASKS, load_components
@@ -28,7 +27,7 @@ from hourglass.config import Config, save_config
 from hourglass.errors import ConfigError, did_you_mean
 from hourglass.io import atomic_write_json
 from hourglass.model import build_model
-from hourglass.options import absolute_paths, build
+from hourglass.options import absolute_data_paths, build
 from hourglass.weights import save_weights
 
 RUN_DIR_ENV = "HOURGLASS_RUN_DIR"  # shared with the processes Lightning's DDP launcher starts
@@ -60,12 +59,6 @@ def build_task(config: Config, data, *, load_pretrained: bool = True):
         prepare_encoder(model, config.model, load=load_pretrained)
     context = {"model": model, "train": config.train, "seed": config.seed}
     return build(TASKS, config.task.name, config.task.options(), context, "task")
-
-
-def absolute_data_paths(config: Config) -> Config:
-    """``config`` with its relative data paths that exist from here made absolute."""
-    opts = absolute_paths(DATASETS.get(config.data.name), config.data.options())
-    return config.model_copy(update={"data": config.data.model_copy(update=opts)})
 
 
 def _ddp_child() -> bool:

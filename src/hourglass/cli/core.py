@@ -8,7 +8,7 @@ from pathlib import Path
 
 from hourglass import recipebook
 from hourglass.cli.text import add_beam_prune, set_beam_prune
-from hourglass.errors import ConfigError, HourglassError
+from hourglass.errors import ConfigError, DataError, HourglassError
 from hourglass.precision import add_precision, autocast
 
 
@@ -101,7 +101,6 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_info(args) -> int:
-    from hourglass.errors import DataError
     from hourglass.run import Run
 
     try:
