@@ -196,7 +196,7 @@ def test_text_options_out_of_range_are_refused(capsys, tmp_path: Path, monkeypat
 
 def test_tsv_and_source_files_together_say_how_to_clear_the_recipes_pair(capsys, tmp_path: Path) -> None:
     err = _fails(capsys, "train", "multi30k-gru-attention", "--set", f"data.tsv={tmp_path / 'p.tsv'}")
-    assert "not both" in err and "data.source=null data.target=null" in err
+    assert "not several" in err and "data.source=null data.target=null" in err
 
 
 def test_an_existing_run_is_never_overwritten_by_a_new_one(capsys, tmp_path: Path) -> None:

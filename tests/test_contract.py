@@ -20,9 +20,11 @@ SMALL = {
     "gru": {"hidden": 16, "embed": 8}, "lstm": {"hidden": 16, "embed": 8},
     "transformer": {"d_model": 16, "heads": 2, "layers": 1, "ff": 32},
     "gru-attention": {"hidden": 16, "embed": 8}, "lstm-attention": {"hidden": 16, "embed": 8},
+    "gru-pointer": {"hidden": 16, "embed": 8}, "lstm-pointer": {"hidden": 16, "embed": 8},
     "unet": {}, "segnet": {}, "classifier": {},
 }
-MUST_REFUSE = [("mlp", "gru-attention"), ("mlp", "lstm-attention"), ("mlp", "transformer"), ("mlp", "unet")]
+MUST_REFUSE = [("mlp", "gru-attention"), ("mlp", "lstm-attention"), ("mlp", "transformer"), ("mlp", "unet"),
+               ("conv", "gru-pointer")]  # a copying decoder needs source token ids, which images do not have
 
 
 def _options(name: str, cls: type) -> dict:
@@ -33,7 +35,7 @@ def _options(name: str, cls: type) -> dict:
 
 def _context(enc_cls: type) -> DataContext:
     enc = {"input_shape": IMAGE} if enc_cls.modality == "image" else {"vocab_size": VOCAB, "pad_id": 0}
-    dec = {"output_shape": IMAGE, "num_classes": 3, "vocab_size": VOCAB, "pad_id": 0}
+    dec = {"output_shape": IMAGE, "num_classes": 3, "vocab_size": VOCAB, "pad_id": 0, "shared_vocab": True}
     return DataContext(modality=enc_cls.modality, encoder=enc, decoder=dec)
 
 

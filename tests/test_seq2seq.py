@@ -34,6 +34,13 @@ FAMILIES = {
                  "max_len": 16},
         pairs=2000, max_tokens=384, epochs=30, lr=0.005, files="tsv",
     ),
+    # The pointer-generator (See et al. 2017) with coverage and its loss, from a JSON Lines file.
+    "pointer": dict(
+        encoder={"name": "gru", "embed": 32, "hidden": 64},
+        decoder={"name": "gru-pointer", "embed": 32, "hidden": 64, "coverage": True},
+        task={"coverage_loss": 1.0},
+        pairs=3000, max_tokens=1024, epochs=16, lr=0.01, files="jsonl",
+    ),
 }
 
 
@@ -50,6 +57,10 @@ def reverse_or_copy(n: int, seed: int) -> list[tuple[str, str]]:
 
 def write_data(root: Path, pairs: list[tuple[str, str]], files: str) -> dict:
     root.mkdir(parents=True, exist_ok=True)
+    if files == "jsonl":
+        lines = [json.dumps({"id": i, "text": s, "summary": t}) for i, (s, t) in enumerate(pairs)]
+        (root / "train.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+        return {"jsonl": str(root / "train.jsonl"), "source_field": "text", "target_field": "summary"}
     if files == "tsv":
         (root / "train.tsv").write_text("".join(f"{s}\t{t}\n" for s, t in pairs), encoding="utf-8")
         return {"tsv": str(root / "train.tsv")}
@@ -67,7 +78,7 @@ def family_config(family: str, root: Path, **train_overrides):
                  "max_length": 12},
         "model": {"encoder": f["encoder"], "decoder": f["decoder"]},
         "task": {"name": "seq2seq", "beam": 1, "val_beam": 0, "label_smoothing": 0.0, "attention_plots": 1,
-                 "examples": 5},
+                 "examples": 5, **f.get("task", {})},
         "train": {"max_epochs": f["epochs"], "lr": f["lr"], "scheduler": "cosine", "warmup_steps": 20,
                   "gradient_clip": 1.0, "progress": False, "checkpoint_every_n_steps": 10_000, "average_last": 2,
                   **train_overrides},

@@ -20,13 +20,14 @@ from hourglass._registry import DECODERS, ENCODERS
 from hourglass.code import check_pair
 from hourglass.decoders.base import SequenceDecoder
 from hourglass.errors import ConfigError, DataError, IncompatiblePairError
-from hourglass.options import user_options
+from hourglass.options import parameters, user_options
 from hourglass.search import greedy
 
 PAD, BOS, EOS, VOCAB = 0, 2, 3, 12  # 1 is unk; 4..11 are the 8 symbols of the toy tasks
 SMALL = {
     "gru": {"embed": 8, "hidden": 16}, "lstm": {"embed": 8, "hidden": 16},
     "gru-attention": {"embed": 8, "hidden": 16}, "lstm-attention": {"embed": 8, "hidden": 16},
+    "gru-pointer": {"embed": 8, "hidden": 16}, "lstm-pointer": {"embed": 8, "hidden": 16},
     "transformer": {"d_model": 16, "heads": 2, "layers": 2, "ff": 32},
 }
 TOKEN_ENCODERS = [n for n in ENCODERS.names() if ENCODERS.get(n).modality == "tokens"]
@@ -48,6 +49,8 @@ def build(enc: str, dec: str, *, seed: int = 0, enc_options: dict | None = None,
         pytest.skip(f"{enc} refuses a toy vocabulary: {err}")
     check_pair(enc, encoder.spec, dec, DECODERS.get(dec).needs)
     options = dec_options or _small(DECODERS, dec)
+    if "shared_vocab" in parameters(DECODERS.get(dec)):  # one vocabulary on both sides, as the toy tasks have
+        options = {**options, "shared_vocab": True}
     decoder = DECODERS.get(dec)(code=encoder.spec, vocab_size=VOCAB, pad_id=PAD, **options)
     return encoder, decoder
 

@@ -14,7 +14,8 @@ general score) is the same at every decoder step. :meth:`keys` computes it once;
 its state (never on ``self``) and passes it back as ``keys=``.
 
 Coverage (See et al. 2017, Tu et al. 2016) is an optional input to the additive score: a (B, S) sum of the
-weights of earlier steps, so that the model can learn not to attend to the same words again.
+weights of earlier steps (or (B, T, S), one per query), so that the model can learn not to attend to the same
+words again.
 """
 from __future__ import annotations
 
@@ -66,11 +67,13 @@ class Attention(nn.Module):
         keys: Tensor | None = None,
         coverage: Tensor | None = None,
     ) -> tuple[Tensor, Tensor]:
-        """query (B, H) or (B, T, H), memory (B, S, D), mask (B, S) -> context (B[, T], D), weights (B[, T], S)."""
+        """query (B, H) or (B, T, H), memory (B, S, D), mask (B, S) -> context (B[, T], D), weights (B[, T], S).
+
+        coverage (B, S), the same for every query, or (B, T, S), one per query (additive attention only)."""
         single = query.dim() == 2
         q = query.unsqueeze(1) if single else query  # (B, T, H)
         k = self.keys(memory) if keys is None else keys  # (B, S, A)
-        cov = None if coverage is None else coverage.unsqueeze(1)  # (B, 1, S)
+        cov = coverage.unsqueeze(1) if coverage is not None and coverage.dim() == 2 else coverage  # (B, 1|T, S)
         weights = masked_softmax(self.score(q, k, cov), mask.unsqueeze(1))  # (B, T, S)
         context = torch.bmm(weights, memory)  # (B, T, D)
         if single:
@@ -108,7 +111,7 @@ class AdditiveAttention(Attention):
         if self.coverage_proj is not None:
             if coverage is None:
                 raise ValueError("this attention was built with coverage=True; pass coverage (B, S)")
-            hidden = hidden + 2 * self.coverage_proj(coverage.unsqueeze(-1))  # (B, 1, S, A) broadcast over T
+            hidden = hidden + 2 * self.coverage_proj(coverage.unsqueeze(-1))  # (B, 1|T, S, A)
         if torch.is_grad_enabled() and hidden.requires_grad:
             half_tanh = torch.sigmoid(hidden) - 0.5
         else:

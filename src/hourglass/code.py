@@ -33,6 +33,8 @@ class Code:
 
     - ``vector`` (B, D): the pooled code, the bottleneck.
     - ``memory`` (B, S, Dm) and ``memory_mask`` (B, S), True at real positions: what attention reads.
+    - ``tokens`` (B, S) long: the input token id behind each memory position (text encoders), what a copy
+      mechanism copies (decoders/pointer.py).
     - ``features``: feature maps (B, C_i, H_i, W_i), highest resolution first, for U-Net skips.
     - ``state``: an initial RNN state.
     - ``posterior``: q(z|x) for variational models; ``vector`` is then a sample from it.
@@ -41,6 +43,7 @@ class Code:
     vector: Tensor | None = None
     memory: Tensor | None = None
     memory_mask: Tensor | None = None
+    tokens: Tensor | None = None
     features: tuple[Tensor, ...] = ()
     state: RNNState | None = None
     posterior: Posterior | None = None
@@ -79,6 +82,7 @@ class CodeSpec:
 
     vector: int | None = None
     memory: int | None = None
+    tokens: int | None = None  # the vocabulary size of ``Code.tokens``
     features: tuple[FeatureSpec, ...] = field(default_factory=tuple)
     state: StateSpec | None = None
     variational: bool = False
@@ -89,6 +93,8 @@ class CodeSpec:
             names.append("vector")
         if self.memory is not None:
             names.append("memory")
+        if self.tokens is not None:
+            names.append("tokens")
         if self.features:
             names.append("features")
         if self.state is not None:
@@ -101,6 +107,7 @@ class CodeSpec:
 _MEANING = {
     "vector": "a pooled code vector",
     "memory": "a memory sequence for attention",
+    "tokens": "the source token ids behind the memory, to copy from",
     "features": "multi-scale feature maps for skips",
     "state": "an RNN state",
     "posterior": "a posterior (a variational bottleneck)",

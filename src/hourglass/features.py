@@ -97,7 +97,7 @@ def kept_fields(model: EncoderDecoder) -> tuple[str, ...]:
     needs = set(type(model.decoder).needs)
     if "bottleneck" not in model.frozen and model.names["bottleneck"] != "none":
         needs.add("vector")  # a bottleneck that still runs reads the encoder's vector
-    return tuple(f for f in ("vector", "memory", "features", "state") if f in needs)  # a posterior is always kept
+    return tuple(f for f in ("vector", "memory", "tokens", "features", "state") if f in needs)  # a posterior is always kept
 
 
 def flatten_code(code: Code, fields: tuple[str, ...]) -> dict[str, Tensor]:
@@ -108,6 +108,8 @@ def flatten_code(code: Code, fields: tuple[str, ...]) -> dict[str, Tensor]:
     if "memory" in fields and code.memory is not None:
         out["memory"] = code.memory  # (B, S, D)
         out["memory_mask"] = code.memory_mask  # (B, S)
+    if "tokens" in fields and code.tokens is not None:
+        out["tokens"] = code.tokens  # (B, S) long
     if "features" in fields:
         out.update({f"features.{i}": f for i, f in enumerate(code.features)})  # (B, C_i, H_i, W_i)
     if "state" in fields and code.state is not None:
@@ -125,7 +127,7 @@ def unflatten_code(t: dict[str, Tensor]) -> Code:
     state = None if not states else states[0] if len(states) == 1 else tuple(states)
     posterior = Posterior(mu=t["posterior.mu"], logvar=t["posterior.logvar"]) if "posterior.mu" in t else None
     return Code(vector=t.get("vector"), memory=t.get("memory"), memory_mask=t.get("memory_mask"),
-                features=features, state=state, posterior=posterior)
+                tokens=t.get("tokens"), features=features, state=state, posterior=posterior)
 
 
 def _concat(chunks: list[dict[str, Tensor]]) -> dict[str, Tensor]:
@@ -133,7 +135,7 @@ def _concat(chunks: list[dict[str, Tensor]]) -> dict[str, Tensor]:
     out = {}
     for key in chunks[0]:
         parts = [c[key] for c in chunks]
-        if key in ("memory", "memory_mask"):
+        if key in ("memory", "memory_mask", "tokens"):  # masked positions: never read
             longest = max(p.shape[1] for p in parts)
             parts = [torch.nn.functional.pad(p, (0, 0) * (p.dim() - 2) + (0, longest - p.shape[1])) for p in parts]
         out[key] = torch.cat(parts).contiguous()

@@ -46,6 +46,7 @@ def _code_to(code: Code, device, **kwargs) -> Code:
         posterior = type(posterior)(mu=move(posterior.mu), logvar=move(posterior.logvar))
     state = tuple(map(move, code.state)) if isinstance(code.state, tuple) else move(code.state)
     return Code(vector=move(code.vector), memory=move(code.memory), memory_mask=move(code.memory_mask),
+                tokens=move(code.tokens),
                 features=tuple(map(move, code.features)), state=state, posterior=posterior)
 
 

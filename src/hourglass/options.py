@@ -30,9 +30,8 @@ LOCATION = "a file or folder path"
 Location = Annotated[str, LOCATION]
 
 #: Arguments the builder supplies; never user options.
-CONTEXT = frozenset(
-    {"input_shape", "output_shape", "vocab_size", "pad_id", "code", "num_classes", "seed", "model", "train"}
-)
+CONTEXT = frozenset({"input_shape", "output_shape", "vocab_size", "pad_id", "shared_vocab", "code", "num_classes",
+                     "seed", "model", "train"})
 
 
 def parameters(cls: type) -> dict[str, inspect.Parameter]:

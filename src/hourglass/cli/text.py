@@ -32,6 +32,9 @@ def register(sub) -> None:
     p.add_argument("--nbest", type=count, default=1, help="hypotheses per line (<= beam)")
     p.add_argument("--max-len-ratio", type=positive, help="longest output, in source lengths (default: the run's)")
     add_beam_prune(p)
+    p.add_argument("--no-repeat-ngram", type=count, metavar="N",
+                   help="never repeat an n-gram of N tokens in an output (3 is usual for summaries; default: the "
+                        "run's task.no_repeat_ngram, usually off)")
     p.add_argument("--batch", type=count, default=128, help="most lines translated together (default 128)")
     p.add_argument("--buffer", type=count, default=1024,
                    help="most lines read ahead and sorted by length into batches (default 1024)")
@@ -152,6 +155,8 @@ def cmd_translate(args) -> int:
         raise HourglassError(f"--nbest must be at most the beam size (got --nbest {args.nbest}, --beam {beam}).")
     run = load_seq2seq(args.run)
     set_beam_prune(run, args.beam_prune)
+    if args.no_repeat_ngram:
+        run.task.no_repeat_ngram = args.no_repeat_ngram
     if args.nbest > (beam or run.task.beam):
         beam = args.nbest  # an n-best list needs a beam at least that wide
     stdin = args.input in (None, "-")  # `--input -` is standard input, as for most tools

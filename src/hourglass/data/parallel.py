@@ -1,4 +1,4 @@
-"""Parallel text for sequence-to-sequence: two aligned files or one TSV file, subword-tokenized.
+"""Parallel text for sequence-to-sequence: two aligned files, one TSV file or one JSON Lines file, subword-tokenized.
 
 Implements the data-module protocol of :mod:`hourglass.tasks.seq2seq` for text on both sides::
 
@@ -8,7 +8,8 @@ Implements the data-module protocol of :mod:`hourglass.tasks.seq2seq` for text o
       target: train.en.gz
       tsv: null                  # ... or one tab-separated file (columns source_col, target_col; no quoting:
                                  #     every tab separates columns, as in Moses and fairseq TSVs)
-      val_path: val.de.gz        # validation sources (or a TSV when val_ref is not set); default: split off
+      jsonl: null                # ... or one JSON Lines file (.jsonl[.gz]): fields source_field, target_field
+      val_path: val.de.gz        # validation sources (or a TSV or JSON Lines file when val_ref is not set); default: split off
       val_ref: val.en.gz         #   val_fraction of the training pairs. `hourglass evaluate --data --ref` sets these.
 
 Reading (line counts, empty lines, bytes that are not UTF-8) is :mod:`hourglass.data.text`'s job. SentencePiece
@@ -18,7 +19,9 @@ run directory (``tokenizer.model``, or ``source.model`` and ``target.model``) an
 trained run never reads its training files again to translate.
 
 A sentence longer than ``max_length`` pieces is truncated with a warning (a count), never refused: the encoder's
-and decoder's ``max_len`` must be at least ``max_length`` + 2 (bos and eos). Training batches hold sentences of
+and decoder's ``max_len`` must be at least ``max_length`` + 2 (bos and eos). ``max_target_length`` (default:
+``max_length``) truncates the training and validation targets alone, as summarization does to keep teacher forcing
+affordable (See et al. 2017 trained on the first 100 tokens of each summary); references stay whole. Training batches hold sentences of
 similar length under a budget of ``max_tokens`` padded tokens (:class:`~hourglass.data.batching.TokenBatchSampler`).
 """
 from __future__ import annotations
@@ -37,7 +40,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from hourglass._registry import register_dataset
 from hourglass.data.base import DataModule
 from hourglass.data.batching import TokenBatchSampler, collate, pad
-from hourglass.data.text import read_parallel, read_tsv
+from hourglass.data.text import is_jsonl, read_jsonl, read_parallel, read_tsv
 from hourglass.data.tokenizer import Tokenizer
 from hourglass.errors import ConfigError, DataError
 from hourglass.model import DataContext
@@ -64,11 +67,11 @@ class EncodedPairs(Dataset):
         return [max(len(s), len(t) + 2) for s, t in zip(self.sources, self.targets)]
 
 
-def _truncate(seqs: list[list[int]], limit: int, what: str) -> list[list[int]]:
+def _truncate(seqs: list[list[int]], limit: int, what: str, option: str = "max_length") -> list[list[int]]:
     long = sum(len(s) > limit for s in seqs)
     if long:
-        warnings.warn(f"{long} {what} longer than data.max_length={limit} pieces were truncated to it. Raise "
-                      "data.max_length (and the model's max_len) to keep them whole.", UserWarning, stacklevel=3)
+        warnings.warn(f"{long} {what} longer than data.{option}={limit} pieces were truncated to it. Raise "
+                      f"data.{option} (and the model's max_len) to keep them whole.", UserWarning, stacklevel=3)
     return [s[:limit] for s in seqs]
 
 
@@ -108,6 +111,9 @@ class ParallelDataModule(DataModule):
         tsv: Optional[Location] = None,
         source_col: Count = 0,
         target_col: Count = 1,
+        jsonl: Optional[Location] = None,
+        source_field: str = "source",
+        target_field: str = "target",
         val_path: Optional[Location] = None,
         val_ref: Optional[Location] = None,
         val_fraction: float = 0.05,
@@ -116,27 +122,31 @@ class ParallelDataModule(DataModule):
         joint_vocab: bool = True,
         tokenizer: Literal["unigram", "bpe"] = "unigram",
         max_length: Size = 128,
+        max_target_length: Optional[Size] = None,
         max_tokens: Size = 4096,
         num_workers: int = 0,
         seed: int = 0,
     ) -> None:
         super().__init__()
-        if tsv is not None and (source or target):
+        given = [name for name, v in (("data.source/data.target", source or target), ("data.tsv", tsv),
+                                      ("data.jsonl", jsonl)) if v]
+        if len(given) > 1:
             raise ConfigError(
-                f"Set either data.tsv or data.source and data.target, not both (data.tsv={tsv}, data.source={source}, "
-                f"data.target={target}). When a recipe sets one pair, clear it: e.g. --set data.tsv=FILE "
-                "data.source=null data.target=null."
+                f"Set one of data.source and data.target, data.tsv or data.jsonl, not several (data.source={source}, "
+                f"data.target={target}, data.tsv={tsv}, data.jsonl={jsonl}). When a recipe sets one, clear it: e.g. "
+                "--set data.tsv=FILE data.source=null data.target=null."
             )
         if source_col == target_col:
             raise ConfigError(f"data.source_col and data.target_col are both {source_col}: the source and the target "
                               "must be different columns of the TSV (0 and 1 by default).")
         if val_path is None and not 0.0 < val_fraction < 1.0:
             raise ConfigError(f"data.val_fraction must be between 0 and 1 (got {val_fraction}), or set data.val_path.")
-        self.paths = dict(source=source, target=target, tsv=tsv, val_path=val_path, val_ref=val_ref)
-        self.cols = (source_col, target_col)
+        self.paths = dict(source=source, target=target, tsv=tsv, jsonl=jsonl, val_path=val_path, val_ref=val_ref)
+        self.cols, self.fields = (source_col, target_col), (source_field, target_field)
         self.val_fraction, self.train_limit = val_fraction, train_limit
         self.vocab, self.joint_vocab, self.model_type = vocab, joint_vocab, tokenizer
         self.max_length, self.max_tokens, self.num_workers, self.seed = max_length, max_tokens, num_workers, seed
+        self.max_target_length = max_target_length or max_length
         self.source_tokenizer: Tokenizer | None = None
         self.target_tokenizer: Tokenizer | None = None
         self._pairs: dict[str, Pairs] = {}
@@ -148,10 +158,13 @@ class ParallelDataModule(DataModule):
     def read_train(self) -> Pairs:
         """All training pairs as raw text (before a validation split). Generated-text subclasses override this."""
         p = self.paths
+        if p["jsonl"]:
+            return read_jsonl(p["jsonl"], *self.fields)
         if p["tsv"] is None and (p["source"] is None or p["target"] is None):
             raise ConfigError(
                 "The parallel data needs its training text: set data.source and data.target (two aligned files, "
-                "line i of one translating line i of the other), or data.tsv (one tab-separated file)."
+                "line i of one translating line i of the other), data.tsv (one tab-separated file) or data.jsonl "
+                "(one JSON Lines file)."
             )
         return read_tsv(p["tsv"], *self.cols) if p["tsv"] else read_parallel(p["source"], p["target"])
 
@@ -160,7 +173,9 @@ class ParallelDataModule(DataModule):
         p = self.paths
         if not p["val_path"]:
             return None
-        return read_parallel(p["val_path"], p["val_ref"]) if p["val_ref"] else read_tsv(p["val_path"], *self.cols)
+        if p["val_ref"]:
+            return read_parallel(p["val_path"], p["val_ref"])
+        return read_jsonl(p["val_path"], *self.fields) if is_jsonl(p["val_path"]) else read_tsv(p["val_path"], *self.cols)
 
     def _read(self, split: str) -> Pairs:
         """The pairs of "train" or "val"; a validation file is read without touching the training files."""
@@ -218,7 +233,9 @@ class ParallelDataModule(DataModule):
     # -- splits ---------------------------------------------------------------------------------------------------
     def _encode(self, pairs: Pairs, split: str) -> EncodedPairs:
         src = _truncate([self.source_tokenizer.encode(s) for s, _ in pairs], self.max_length, f"{split} sources")
-        tgt = _truncate([self.target_tokenizer.encode(t) for _, t in pairs], self.max_length, f"{split} targets")
+        tgt = _truncate([self.target_tokenizer.encode(t) for _, t in pairs], self.max_target_length,
+                        f"{split} targets", "max_target_length" if self.max_target_length != self.max_length else
+                        "max_length")
         return EncodedPairs(src, tgt)
 
     def encoded(self, split: str) -> EncodedPairs:
@@ -232,12 +249,12 @@ class ParallelDataModule(DataModule):
         self.setup()
         src, tgt = self.source_tokenizer, self.target_tokenizer
         return DataContext(modality="tokens", encoder={"vocab_size": src.vocab_size, "pad_id": src.pad_id},
-                           decoder={"vocab_size": tgt.vocab_size, "pad_id": tgt.pad_id})
+                           decoder={"vocab_size": tgt.vocab_size, "pad_id": tgt.pad_id, "shared_vocab": src is tgt})
 
     def describe(self) -> dict[str, Any]:
         self.setup()
         p = self.paths
-        return {"source": p["tsv"] or f"{p['source']} -> {p['target']}", "train": len(self.encoded("train")),
+        return {"source": p["tsv"] or p["jsonl"] or f"{p['source']} -> {p['target']}", "train": len(self.encoded("train")),
                 "val": len(self.encoded("val")), "source_vocab": self.source_tokenizer.vocab_size,
                 "target_vocab": self.target_tokenizer.vocab_size, "joint_vocab": self.joint_vocab}
 

@@ -1,4 +1,5 @@
-"""Reading parallel text: two aligned files (line i translates line i) or one tab-separated file.
+"""Reading parallel text: two aligned files (line i translates line i), one tab-separated file, or one JSON Lines
+file whose objects hold the source and the target in two fields (articles and their summaries).
 
 Files are UTF-8, plain or gzip-compressed (recognized by their first bytes, not their name). Lines lose their
 line terminator and surrounding whitespace; a UTF-8 byte-order mark at the start is dropped.
@@ -7,12 +8,14 @@ Empty lines: a pair with an empty side carries nothing to learn, so it is skippe
 pairs is reported with :func:`warnings.warn` (a ``UserWarning`` naming the files, the count and the first such
 line), so that the return value stays a plain list of pairs. Everything else that is wrong raises a
 :class:`~hourglass.errors.DataError` that names the file and the line: a missing file, bytes that are not UTF-8,
-files with different line counts, a TSV line with too few columns, or no pair at all.
+files with different line counts, a TSV line with too few columns, a JSON line that is not an object with the
+two fields as text, or no pair at all.
 """
 from __future__ import annotations
 
 import gzip
 import io
+import json
 import warnings
 from pathlib import Path
 from typing import IO, Iterable, Iterator
@@ -176,3 +179,52 @@ def read_tsv(path: str | Path, source_col: int = 0, target_col: int = 1) -> list
                       f"sentence shifts its line's columns (TSVs have no quoting); check those lines.", UserWarning,
                       stacklevel=2)
     return kept
+
+
+#: File names read as JSON Lines (``data.jsonl``, or a JSON Lines validation file).
+JSONL_SUFFIXES = (".jsonl", ".jsonl.gz", ".ndjson", ".ndjson.gz")
+
+
+def is_jsonl(path: str | Path) -> bool:
+    return str(path).lower().endswith(JSONL_SUFFIXES)
+
+
+def read_jsonl(path: str | Path, source_field: str, target_field: str) -> list[tuple[str, str]]:
+    """Read (source, target) pairs from two fields of a JSON Lines file, one JSON object a line.
+
+    Whitespace in a field, paragraph breaks included, becomes single spaces: a source is one line to the
+    tokenizer and to ``hourglass translate``. Blank lines are ignored; a null or empty field skips its record (a
+    count is reported, as for empty lines of text files)."""
+    fields = (source_field, target_field)
+    example = "{" + ", ".join(f'"{f}": "..."' for f in fields) + "}"
+
+    def pairs() -> Iterator[tuple[str, str]]:
+        for number, line in enumerate(iter_lines(path), start=1):
+            if not line.strip():
+                continue
+            where = f"{path}, line {number}"
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise DataError(f"{where} is not valid JSON ({err.msg} at column {err.colno}). A JSON Lines file "
+                                f"holds one JSON object a line, such as {example}.") from None
+            if not isinstance(record, dict):
+                raise DataError(f"{where} holds a JSON {type(record).__name__}, not an object. Each line must be "
+                                f"one object such as {example}.")
+            missing = [f for f in fields if f not in record]
+            if missing:
+                raise DataError(f"{where} has no field {' or '.join(map(repr, missing))}; its fields are "
+                                f"{', '.join(map(repr, record)) or 'none'}. Set data.source_field and "
+                                f"data.target_field to the fields that hold the source and the target.")
+            yield tuple(_field_text(record[f], f, where) for f in fields)
+
+    return _keep_nonempty(pairs(), str(path))
+
+
+def _field_text(value: object, field: str, where: str) -> str:
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise DataError(f"{where}: field {field!r} holds a JSON {type(value).__name__} ({_quote(str(value))}), not "
+                        f"text. Point data.source_field and data.target_field at text fields.")
+    return " ".join(value.split())

@@ -21,6 +21,9 @@ import sentencepiece as spm
 from hourglass.errors import ConfigError, DataError
 
 PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
+#: The longest line (bytes) the trainer reads; SentencePiece's default of 4,192 would silently skip whole news
+#: articles (summarization sources).
+_LONGEST = 1 << 20
 
 
 class Tokenizer:
@@ -56,7 +59,7 @@ class Tokenizer:
                 sentence_iterator=iter(counted), model_prefix=str(prefix), vocab_size=vocab_size,
                 model_type=model_type, hard_vocab_limit=False, character_coverage=character_coverage,
                 normalization_rule_name=normalization, pad_id=PAD_ID, unk_id=UNK_ID, bos_id=BOS_ID,
-                eos_id=EOS_ID, minloglevel=2,
+                eos_id=EOS_ID, minloglevel=2, max_sentence_length=_LONGEST,
             )
         except RuntimeError as err:
             if counted.nonempty == 0:

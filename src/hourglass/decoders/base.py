@@ -43,6 +43,8 @@ class SequenceDecoder(nn.Module):
 
     needs: ClassVar[tuple[str, ...]] = ("memory",)
     modality: ClassVar[str] = "tokens"
+    #: Whether ``forward`` and ``step`` return attention weights (a coverage loss and heatmaps read them).
+    attends: ClassVar[bool] = True
 
     @classmethod
     def refuse(cls, spec: CodeSpec) -> str | None:

@@ -103,6 +103,7 @@ class RNNDecoder(_RecurrentDecoder):
     """Reads only the code vector (Cho et al. 2014); see the module docstring."""
 
     needs: ClassVar[tuple[str, ...]] = ("vector",)
+    attends: ClassVar[bool] = False
 
     def __init__(self, *, code: CodeSpec, vocab_size: int, pad_id: int, embed: Size = 256, hidden: Size = 256,
                  layers: Size = 1, dropout: float = 0.0, tie_embeddings: bool = False) -> None:
@@ -141,6 +142,8 @@ class AttentionRNNDecoder(_RecurrentDecoder):
     """Luong et al. (2015) global attention over the memory; see the module docstring."""
 
     needs: ClassVar[tuple[str, ...]] = ("memory",)
+    #: The state's fields held once per source (``regroup``): they move only when a sentence leaves the batch.
+    per_source: ClassVar[tuple[str, ...]] = ("memory", "mask", "keys")
 
     def __init__(self, *, code: CodeSpec, vocab_size: int, pad_id: int, embed: Size = 256, hidden: Size = 256,
                  layers: Size = 1, dropout: float = 0.0, attention: AttentionKind = "bahdanau",
@@ -202,13 +205,9 @@ class AttentionRNNDecoder(_RecurrentDecoder):
 
     def reorder_state(self, state: AttentionRNNState, index: Tensor) -> AttentionRNNState:
         keep, groups, slots = regroup(index, state.groups, state.memory.shape[0], state.slots)
-        memory, mask, keys = state.memory, state.mask, state.keys
-        if keep is not None:
-            memory, mask, keys = memory.index_select(0, keep), mask.index_select(0, keep), keys.index_select(0, keep)
-        return AttentionRNNState(
-            hidden=state.hidden.index_select(1, index), cell=_select(state.cell, index, 1), memory=memory,
-            mask=mask, keys=keys, feed=state.feed.index_select(0, index), groups=groups, slots=slots,
-        )
+        moved = {} if keep is None else {f: getattr(state, f).index_select(0, keep) for f in self.per_source}
+        return state._replace(hidden=state.hidden.index_select(1, index), cell=_select(state.cell, index, 1),
+                              feed=state.feed.index_select(0, index), groups=groups, slots=slots, **moved)
 
 
 @register_decoder("gru")

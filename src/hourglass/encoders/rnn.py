@@ -56,7 +56,7 @@ class RNNEncoder(Encoder):
         self.layers, self.directions = layers, 2 if bidirectional else 1
         out = hidden * self.directions
         self.spec = CodeSpec(
-            vector=out, memory=out, state=StateSpec(hidden=hidden, layers=layers * self.directions, cell=self.cell)
+            vector=out, memory=out, tokens=vocab_size, state=StateSpec(hidden=hidden, layers=layers * self.directions, cell=self.cell)
         )
 
     def forward(self, tokens: Tensor) -> Code:
@@ -71,7 +71,7 @@ class RNNEncoder(Encoder):
         h = state[0] if isinstance(state, tuple) else state  # (layers*dirs, B, H)
         top = h.view(self.layers, self.directions, *h.shape[1:])[-1]  # (dirs, B, H)
         vector = top.transpose(0, 1).reshape(tokens.shape[0], -1)  # (B, dirs*H)
-        return Code(vector=vector, memory=memory, memory_mask=mask, state=state)
+        return Code(vector=vector, memory=memory, memory_mask=mask, tokens=tokens, state=state)
 
 
 @register_encoder("gru")

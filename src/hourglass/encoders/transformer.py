@@ -110,7 +110,7 @@ class TransformerEncoder(Encoder):
         # Nested tensors (a fast path for padded inference) do not support pre-norm layers.
         self.layers = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
         self.norm = nn.LayerNorm(d_model)  # pre-norm leaves the last residual stream unnormalized
-        self.spec = CodeSpec(vector=d_model, memory=d_model)
+        self.spec = CodeSpec(vector=d_model, memory=d_model, tokens=vocab_size)
 
     def forward(self, tokens: Tensor) -> Code:
         """tokens (B, S) long -> Code with memory (B, S, D), memory_mask (B, S) and vector (B, D)."""
@@ -123,4 +123,4 @@ class TransformerEncoder(Encoder):
         x = x * mask.unsqueeze(-1)  # padding rows carry no information; zero them for a clean memory
         count = mask.sum(1, keepdim=True).clamp(min=1)  # (B, 1)
         vector = x.sum(1) / count  # (B, D): mean over real tokens
-        return Code(vector=vector, memory=x, memory_mask=mask)
+        return Code(vector=vector, memory=x, memory_mask=mask, tokens=tokens)

@@ -73,9 +73,12 @@ class Seq2SeqData(Protocol):
     def item_labels(self, item: Any) -> list[str] | None: ...
 
 
-def corpus_scores(hypotheses: list[str], references: list[str] | list[list[str]]) -> dict[str, Any]:
+def corpus_scores(hypotheses: list[str], references: list[str] | list[list[str]], *, rouge: bool = False
+                  ) -> dict[str, Any]:
     """Corpus BLEU (Papineni et al. 2002) and chrF (Popovic 2015) from sacrebleu on detokenized text, with their
-    signatures, and the share of exact matches. ``references`` may hold several per hypothesis (lists)."""
+    signatures, and the share of exact matches. ``references`` may hold several per hypothesis (lists). With
+    ``rouge``, also ROUGE-1, ROUGE-2 and ROUGE-L F1 (Lin 2004), x100, averaged over hypotheses
+    (:func:`rouge_scores`)."""
     from sacrebleu.metrics import BLEU, CHRF
 
     multi = bool(references) and isinstance(references[0], (list, tuple))
@@ -86,7 +89,18 @@ def corpus_scores(hypotheses: list[str], references: list[str] | list[list[str]]
     b, c = bleu.corpus_score(hypotheses, streams), chrf.corpus_score(hypotheses, streams)
     exact = sum(h in r for h, r in zip(hypotheses, refs)) / max(len(hypotheses), 1)
     return {"bleu": round(b.score, 2), "chrf": round(c.score, 2), "exact_match": exact,
+            **(rouge_scores(hypotheses, refs) if rouge else {}),
             "bleu_signature": str(bleu.get_signature()), "chrf_signature": str(chrf.get_signature())}
+
+
+def rouge_scores(hypotheses: list[str], references: list[list[str]]) -> dict[str, float]:
+    """ROUGE-1, ROUGE-2 and ROUGE-L F1 x100 (Lin 2004) from torchmetrics, lowercased words without stemming,
+    averaged over hypotheses; with several references, each hypothesis counts its best one."""
+    from torchmetrics.text.rouge import ROUGEScore
+
+    keys = ("rouge1", "rouge2", "rougeL")
+    scores = ROUGEScore(rouge_keys=keys, accumulate="best")(hypotheses, references)
+    return {key: round(float(scores[f"{key}_fmeasure"]) * 100, 2) for key in keys}
 
 
 def smoothed_cross_entropy(logits: Tensor, gold: Tensor, pad_id: int, smoothing: float) -> tuple[Tensor, Tensor]:
@@ -105,6 +119,14 @@ def smoothed_cross_entropy(logits: Tensor, gold: Tensor, pad_id: int, smoothing:
     return (1 - smoothing) * nll + smoothing * uniform, nll
 
 
+def coverage_penalty(attention: Tensor, real: Tensor) -> Tensor:
+    """See et al. (2017), eq. 12: sum_i min(a_i^t, c_i^t), with coverage c^t = sum_{t' < t} a^{t'}, averaged over
+    the real target positions. attention (B, T, S); real (B, T) True at non-padding targets."""
+    covered = attention.cumsum(1) - attention  # (B, T, S): the attention of the earlier steps
+    per_step = torch.minimum(attention, covered).sum(-1)  # (B, T)
+    return (per_step * real).sum() / real.sum().clamp(min=1)
+
+
 @register_task("seq2seq")
 class Seq2SeqTask(Task):
     """Teacher-forced training with label smoothing; greedy/beam search (:mod:`hourglass.search`) to generate.
@@ -114,7 +136,10 @@ class Seq2SeqTask(Task):
     2019 that works for any decoder); ``beam``, ``length_penalty`` (GNMT's alpha), ``beam_prune`` (drop beams
     that far, in log-probability, below their sentence's best; None: off; see search.beam_search) and
     ``max_len_ratio`` for final evaluation and translation; ``val_beam`` for the BLEU computed at every
-    validation (1 = greedy, 0 = none). Outputs are at most
+    validation (1 = greedy, 0 = none); ``no_repeat_ngram`` forbids repeating an n-gram of the output in search
+    (Paulus et al. 2018; 3 is usual for summaries; 0 = off); ``coverage_loss``, the weight of See et al.'s (2017) coverage loss
+    (:func:`coverage_penalty`; 1.0 in the paper, 0 = off); ``rouge`` adds ROUGE-1/2/L (summarization) to BLEU and
+    chrF, at validation (``val/rougeL``, ...) and in ``evaluate``. Outputs are at most
     ``min(max_len, ceil(max_len_ratio * source length) + max_len_offset)`` tokens; the source length is the
     number of real memory positions (``Code.memory_mask``).
     """
@@ -133,6 +158,9 @@ class Seq2SeqTask(Task):
         length_penalty: float = 1.0,
         beam_prune: float | None = None,
         val_beam: int = 1,
+        no_repeat_ngram: Count = 0,
+        coverage_loss: float = 0.0,
+        rouge: bool = False,
         max_len: Size = 200,
         max_len_ratio: Positive | None = 2.0,
         max_len_offset: Count = 10,
@@ -151,6 +179,12 @@ class Seq2SeqTask(Task):
             raise ConfigError(f"task.beam_prune drops the beams more than that many nats (natural log) below their "
                               f"sentence's best; it must be finite and > 0, or null for no pruning. Got {beam_prune}; "
                               "1.5 is a safe start (bench/RESULTS-seq2seq.md).")
+        if coverage_loss < 0 or (coverage_loss and not self.decoder.attends):
+            raise ConfigError(f"task.coverage_loss weighs the coverage loss of See et al. (2017), which penalizes "
+                              f"attending again to source tokens already covered; it must be >= 0 (got "
+                              f"{coverage_loss}) and needs a decoder with attention (decoder "
+                              f'"{model.names["decoder"]}" attends: {self.decoder.attends}). Use 0 to switch it off.')
+        self.coverage_loss, self.rouge, self.no_repeat_ngram = coverage_loss, rouge, no_repeat_ngram
         self.label_smoothing, self.teacher_forcing, self.beam_prune = label_smoothing, teacher_forcing, beam_prune
         self.beam, self.length_penalty, self.val_beam = beam, length_penalty, val_beam
         self.max_len, self.max_len_ratio, self.max_len_offset = max_len, max_len_ratio, max_len_offset
@@ -180,13 +214,17 @@ class Seq2SeqTask(Task):
         state = self.decoder.init_state(self.model.encode(batch["source"]))
         if stage == "train" and self.teacher_forcing < 1.0:
             inputs = self._sampled_inputs(inputs, state, pad_id)
-        logits, _ = self.decoder(inputs, state)  # (B, T, V)
+        logits, attention = self.decoder(inputs, state)  # (B, T, V), (B, T, S) or None
         flat, gold = logits.reshape(-1, logits.shape[-1]), labels.reshape(-1)
         loss, nll = smoothed_cross_entropy(flat, gold, pad_id, self.label_smoothing)
         real, nll = gold != pad_id, nll.detach()
         with torch.no_grad():
             accuracy = (flat.argmax(-1)[real] == gold[real]).float().mean()
-        return loss, {"nll": nll, "ppl": nll.exp(), "token_accuracy": accuracy}
+        logs = {"nll": nll, "ppl": nll.exp(), "token_accuracy": accuracy}
+        if self.coverage_loss:
+            coverage = coverage_penalty(attention, real.view(labels.shape))
+            loss, logs["coverage"] = loss + self.coverage_loss * coverage, coverage.detach()
+        return loss, logs
 
     def progress_metrics(self) -> tuple[str, ...]:
         return ("bleu",)
@@ -208,11 +246,11 @@ class Seq2SeqTask(Task):
         code = self.model.encode(source.to(self.device))
         limit = self._limits(code, ratio)
         ids = dict(bos=tokenizer.bos_id, eos=tokenizer.eos_id, max_len=limit)
-        if beam == 1 and nbest == 1:
+        if beam == 1 and nbest == 1 and not self.no_repeat_ngram:
             return greedy(self.decoder, code, **ids)
         alpha = self.length_penalty if length_penalty is None else length_penalty
         return beam_search(self.decoder, code, beam=beam, nbest=nbest, length_penalty=alpha, prune=self.beam_prune,
-                           **ids)
+                           no_repeat_ngram=self.no_repeat_ngram, **ids)
 
     def translate(self, items: Sequence[Any], data: Seq2SeqData, *, beam: int | None = None, nbest: int = 1,
                   max_len_ratio: Any = ..., batch_size: int | None = None) -> list[list[tuple[str, float]]]:
@@ -253,8 +291,9 @@ class Seq2SeqTask(Task):
             return
         references = self.trainer.datamodule.references("val")
         order = sorted(self._val_outputs)  # a sanity check sees a few batches only: score those
-        scores = corpus_scores([self._val_outputs[i] for i in order], [references[i] for i in order])
-        for key in ("bleu", "chrf", "exact_match"):
+        scores = corpus_scores([self._val_outputs[i] for i in order], [references[i] for i in order],
+                               rouge=self.rouge)
+        for key in ("bleu", "chrf", "exact_match", *(("rouge1", "rouge2", "rougeL") if self.rouge else ())):
             self.log(f"val/{key}", float(scores[key]), prog_bar=key == "bleu")
 
     # -- results ------------------------------------------------------------------------------------------------
@@ -276,7 +315,7 @@ class Seq2SeqTask(Task):
         self.last_outputs = outputs
         references = data.references("val")
         order = sorted(outputs)
-        scores = corpus_scores([outputs[i] for i in order], [references[i] for i in order])
+        scores = corpus_scores([outputs[i] for i in order], [references[i] for i in order], rouge=self.rouge)
         nll = nlls / max(tokens, 1)
         search = {"beam": self.beam, **({"beam_prune": self.beam_prune} if self.beam_prune else {})}
         return {**scores, "loss": losses / max(tokens, 1), "nll": nll, "ppl": math.exp(min(nll, 50.0)),
