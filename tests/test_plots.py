@@ -68,6 +68,18 @@ def test_attention_map(tmp_path, rng):
         plots.attention_map(weights.T, list("abcde"), list("wxyz"), tmp_path / "bad.png")
 
 
+def test_a_long_attention_map_stays_readable(tmp_path, rng):
+    from PIL import Image
+
+    weights = rng.dirichlet(np.ones(400), size=120)  # an article of 400 pieces, a summary of 120
+    short = Image.open(plots.attention_map(weights[:80, :80], [f"s{i}" for i in range(80)],
+                                           [f"t{i}" for i in range(80)], tmp_path / "short.png"))
+    long = Image.open(plots.attention_map(weights, [f"s{i}" for i in range(400)], [f"t{i}" for i in range(120)],
+                                          tmp_path / "long.png"))
+    assert long.size[0] <= short.size[0] * 1.2 and long.size[1] <= short.size[1] * 1.2  # no wider than 80 tokens
+    assert list(plots._every(400))[:3] == [0, 5, 10] and len(plots._every(400)) == 80
+
+
 def test_attention_on_image(tmp_path, rng):
     weights = rng.random((3, 4, 4))  # (T, h, w) over a 4x4 encoder grid
     image = rng.random((3, 32, 32))

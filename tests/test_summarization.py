@@ -123,6 +123,8 @@ def test_a_coverage_loss_without_attention_is_refused_when_the_task_is_built(tmp
 
 @pytest.mark.skipif(not SHARED.is_file(), reason="needs ../shared/data/bbc-summary")
 def test_the_bbc_summary_recipe_trains_a_few_steps_on_real_articles(tmp_path):
+    # 24 articles make 3 batches: train.max_steps=2 stops mid-epoch, before any validation, and the recipe's
+    # early stopping on val/rougeL must then wait for a validation instead of failing inside Lightning.
     from hourglass import recipebook
     from hourglass.training import train
 

@@ -232,6 +232,14 @@ def loss_curves(history: dict[str, list[tuple[int, float]]], path: str | Path) -
 # ---------------------------------------------------------------- attention
 
 
+_MOST_LABELS = 80  # token labels per axis of an attention map
+
+
+def _every(n: int) -> range:
+    """The positions labelled on an axis of n tokens: all of them, or every k-th to stay within _MOST_LABELS."""
+    return range(0, n, -(-n // _MOST_LABELS))
+
+
 def attention_map(
     weights: np.ndarray,
     source: Sequence[str],
@@ -240,7 +248,8 @@ def attention_map(
 ) -> Path:
     """Heatmap of attention weights (T, S): source tokens on x, target tokens on y.
 
-    Row t is where target token t looked (Bahdanau et al. 2015, fig. 3).
+    Row t is where target token t looked (Bahdanau et al. 2015, fig. 3). A long side (an article, a summary)
+    keeps the figure at most ``_MOST_LABELS`` cells wide or high and labels every k-th token.
     """
     weights = np.asarray(weights, dtype=np.float32)
     if weights.shape != (len(target), len(source)):
@@ -248,10 +257,12 @@ def attention_map(
             f"weights {weights.shape} do not match (len(target), len(source)) = "
             f"({len(target)}, {len(source)})"
         )
-    fig, ax = plt.subplots(figsize=(0.4 * len(source) + 2, 0.4 * len(target) + 1.5))
+    cells = lambda n: min(n, _MOST_LABELS)  # noqa: E731
+    fig, ax = plt.subplots(figsize=(0.4 * cells(len(source)) + 2, 0.4 * cells(len(target)) + 1.5))
     im = ax.imshow(weights, cmap="viridis", aspect="auto", vmin=0.0)
-    ax.set_xticks(range(len(source)), labels=list(source), rotation=90)
-    ax.set_yticks(range(len(target)), labels=list(target))
+    xs, ys = _every(len(source)), _every(len(target))
+    ax.set_xticks(xs, labels=[source[i] for i in xs], rotation=90)
+    ax.set_yticks(ys, labels=[target[i] for i in ys])
     ax.set_xlabel("source")
     ax.set_ylabel("target")
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)

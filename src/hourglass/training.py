@@ -154,8 +154,10 @@ def make_trainer(config: Config, run_dir: Path, extra_callbacks: Sequence[Callba
     callbacks = [*extra_callbacks, FlushLogs(), best, last_steps, last_epoch]
     if tc.early_stopping:
         es = tc.early_stopping
+        # Checked after each validation, not at the end of a training epoch: a run whose train.max_steps ends
+        # mid-epoch has no validation metric there, and Lightning would stop it with a RuntimeError.
         callbacks.append(ConfiguredPatience(monitor=es.monitor, mode=es.mode, patience=es.patience,
-                                            min_delta=es.min_delta))
+                                            min_delta=es.min_delta, check_on_train_epoch_end=False))
     if tc.average_last:  # the last N epochs' weights, averaged by finish() (hourglass.averaging)
         from hourglass.averaging import LastEpochs
 

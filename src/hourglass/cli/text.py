@@ -25,7 +25,8 @@ _END = object()
 
 
 def register(sub) -> None:
-    p = sub.add_parser("translate", help="translate lines from stdin or --input with a trained seq2seq run")
+    p = sub.add_parser("translate", aliases=["summarize"],
+                       help="translate (or summarize) lines from stdin or --input with a trained seq2seq run")
     p.add_argument("run", help="the run directory")
     p.add_argument("--input", metavar="FILE", help="read this file (plain or .gz) instead of stdin (- for stdin)")
     p.add_argument("--beam", type=count, help="beam size (default: the run's task.beam; 1 = greedy)")
