@@ -97,7 +97,8 @@ def kept_fields(model: EncoderDecoder) -> tuple[str, ...]:
     needs = set(type(model.decoder).needs)
     if "bottleneck" not in model.frozen and model.names["bottleneck"] != "none":
         needs.add("vector")  # a bottleneck that still runs reads the encoder's vector
-    return tuple(f for f in ("vector", "memory", "tokens", "features", "state") if f in needs)  # a posterior is always kept
+    kept = ("vector", "memory", "tokens", "features", "state")  # a posterior is always kept
+    return tuple(f for f in kept if f in needs)
 
 
 def flatten_code(code: Code, fields: tuple[str, ...]) -> dict[str, Tensor]:

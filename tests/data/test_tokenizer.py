@@ -100,3 +100,11 @@ def test_loading_a_missing_or_wrong_file_is_a_data_error(tmp_path) -> None:
     (tmp_path / "junk.model").write_text("not a model")
     with pytest.raises(DataError, match="not a SentencePiece model"):
         Tokenizer.load(tmp_path / "junk.model")
+
+
+def test_lines_longer_than_sentencepieces_default_limit_are_learned(tmp_path):
+    # SentencePiece skips lines over 4,192 bytes unless told otherwise: a corpus of whole articles would lose
+    # every article, and characters found only in them would decode as unk.
+    article = " ".join(f"word{i % 50}" for i in range(1000)) + " Zürich"  # about 7,000 bytes
+    tok = Tokenizer.train([article] * 3 + ["a short line"], vocab_size=80, path_prefix=tmp_path / "long")
+    assert tok.decode(tok.encode("Zürich word7")) == "Zürich word7"

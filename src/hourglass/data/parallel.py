@@ -9,7 +9,7 @@ Implements the data-module protocol of :mod:`hourglass.tasks.seq2seq` for text o
       tsv: null                  # ... or one tab-separated file (columns source_col, target_col; no quoting:
                                  #     every tab separates columns, as in Moses and fairseq TSVs)
       jsonl: null                # ... or one JSON Lines file (.jsonl[.gz]): fields source_field, target_field
-      val_path: val.de.gz        # validation sources (or a TSV or JSON Lines file when val_ref is not set); default: split off
+      val_path: val.de.gz        # validation sources (or a TSV or JSON Lines file without val_ref); default: split off
       val_ref: val.en.gz         #   val_fraction of the training pairs. `hourglass evaluate --data --ref` sets these.
 
 Reading (line counts, empty lines, bytes that are not UTF-8) is :mod:`hourglass.data.text`'s job. SentencePiece
@@ -21,8 +21,8 @@ trained run never reads its training files again to translate.
 A sentence longer than ``max_length`` pieces is truncated with a warning (a count), never refused: the encoder's
 and decoder's ``max_len`` must be at least ``max_length`` + 2 (bos and eos). ``max_target_length`` (default:
 ``max_length``) truncates the training and validation targets alone, as summarization does to keep teacher forcing
-affordable (See et al. 2017 trained on the first 100 tokens of each summary); references stay whole. Training batches hold sentences of
-similar length under a budget of ``max_tokens`` padded tokens (:class:`~hourglass.data.batching.TokenBatchSampler`).
+affordable (See et al. 2017 trained on the first 100 tokens of each summary); references stay whole. Training
+batches hold sentences of similar length under a budget of ``max_tokens`` padded tokens (:class:`~hourglass.data.batching.TokenBatchSampler`).
 """
 from __future__ import annotations
 
@@ -146,7 +146,9 @@ class ParallelDataModule(DataModule):
         self.val_fraction, self.train_limit = val_fraction, train_limit
         self.vocab, self.joint_vocab, self.model_type = vocab, joint_vocab, tokenizer
         self.max_length, self.max_tokens, self.num_workers, self.seed = max_length, max_tokens, num_workers, seed
-        self.max_target_length = max_target_length or max_length
+        # (limit, the option that sets it) for targets: named in the truncation warning
+        self.target_limit = (max_target_length, "max_target_length") if max_target_length else (max_length,
+                                                                                                "max_length")
         self.source_tokenizer: Tokenizer | None = None
         self.target_tokenizer: Tokenizer | None = None
         self._pairs: dict[str, Pairs] = {}
@@ -175,7 +177,9 @@ class ParallelDataModule(DataModule):
             return None
         if p["val_ref"]:
             return read_parallel(p["val_path"], p["val_ref"])
-        return read_jsonl(p["val_path"], *self.fields) if is_jsonl(p["val_path"]) else read_tsv(p["val_path"], *self.cols)
+        if is_jsonl(p["val_path"]):
+            return read_jsonl(p["val_path"], *self.fields)
+        return read_tsv(p["val_path"], *self.cols)
 
     def _read(self, split: str) -> Pairs:
         """The pairs of "train" or "val"; a validation file is read without touching the training files."""
@@ -233,9 +237,8 @@ class ParallelDataModule(DataModule):
     # -- splits ---------------------------------------------------------------------------------------------------
     def _encode(self, pairs: Pairs, split: str) -> EncodedPairs:
         src = _truncate([self.source_tokenizer.encode(s) for s, _ in pairs], self.max_length, f"{split} sources")
-        tgt = _truncate([self.target_tokenizer.encode(t) for _, t in pairs], self.max_target_length,
-                        f"{split} targets", "max_target_length" if self.max_target_length != self.max_length else
-                        "max_length")
+        limit, option = self.target_limit
+        tgt = _truncate([self.target_tokenizer.encode(t) for _, t in pairs], limit, f"{split} targets", option)
         return EncodedPairs(src, tgt)
 
     def encoded(self, split: str) -> EncodedPairs:
@@ -254,8 +257,8 @@ class ParallelDataModule(DataModule):
     def describe(self) -> dict[str, Any]:
         self.setup()
         p = self.paths
-        return {"source": p["tsv"] or p["jsonl"] or f"{p['source']} -> {p['target']}", "train": len(self.encoded("train")),
-                "val": len(self.encoded("val")), "source_vocab": self.source_tokenizer.vocab_size,
+        return {"source": p["tsv"] or p["jsonl"] or f"{p['source']} -> {p['target']}",
+                "train": len(self.encoded("train")), "val": len(self.encoded("val")), "source_vocab": self.source_tokenizer.vocab_size,
                 "target_vocab": self.target_tokenizer.vocab_size, "joint_vocab": self.joint_vocab}
 
     # -- loaders ----------------------------------------------------------------------------------------------------

@@ -30,7 +30,7 @@ from torch import Tensor, nn
 from hourglass._registry import register_decoder
 from hourglass.attention import AdditiveAttention
 from hourglass.code import Code, CodeSpec
-from hourglass.decoders.base import from_grid, to_grid
+from hourglass.decoders.base import from_grid
 from hourglass.decoders.rnn import AttentionRNNDecoder, _select
 from hourglass.errors import ConfigError
 from hourglass.options import Size
@@ -85,29 +85,16 @@ class PointerRNNDecoder(AttentionRNNDecoder):
 
     def init_state(self, code: Code) -> PointerState:
         base = super().init_state(code)
-        coverage = code.memory_mask.new_zeros(code.memory_mask.shape, dtype=code.memory.dtype) if self.coverage \
-            else None  # (B, S)
+        coverage = code.memory.new_zeros(code.memory_mask.shape) if self.coverage else None  # (B, S)
         return PointerState(hidden=base.hidden, cell=base.cell, memory=base.memory, mask=base.mask, keys=base.keys,
                             feed=base.feed, tokens=code.tokens, coverage=coverage)
-
-    def _read(self, out: Tensor, state: PointerState) -> tuple[Tensor, Tensor]:
-        """Top-layer outputs (B, H) -> context (B, D) and weights (B, S); the rows of one source attend
-        together (as in AttentionRNNDecoder._attend), each with its own coverage."""
-        n = state.memory.shape[0]
-        size = n * state.groups
-        query = to_grid(out, state.slots, size).view(n, state.groups, -1)  # (N, G, H)
-        coverage = None if state.coverage is None else to_grid(state.coverage, state.slots, size).view(n, state.groups,
-                                                                                                         -1)
-        context, weights = self.attention(query, state.memory, state.mask, keys=state.keys,
-                                          coverage=coverage)  # (N, G, D), (N, G, S)
-        return from_grid(context.reshape(size, -1), state.slots), from_grid(weights.reshape(size, -1), state.slots)
 
     def _point(self, emb: Tensor, state: PointerState) -> tuple[Tensor, Tensor, Tensor, PointerState]:
         """emb (B, E) -> o (B, E), p_gen (B, 1), weights (B, S), the next state."""
         x = torch.cat([emb, state.feed], -1) if self.input_feeding else emb  # (B, Din)
         out, hidden, cell = self._run(x.unsqueeze(1), state.hidden, state.cell)  # (B, 1, H)
         out = out.squeeze(1)  # (B, H)
-        context, weights = self._read(out, state)  # (B, D), (B, S)
+        context, weights = self._context(out, state, state.coverage)  # (B, D), (B, S)
         o = self._readout(torch.cat([context, out], -1))  # (B, E)
         gen = torch.sigmoid(self.switch(torch.cat([context, out, emb], -1)))  # (B, 1)
         coverage = None if state.coverage is None else state.coverage + weights  # (B, S)

@@ -164,16 +164,25 @@ class AttentionRNNDecoder(_RecurrentDecoder):
         return AttentionRNNState(hidden=hidden, cell=cell, memory=memory, mask=mask,
                                  keys=self.attention.keys(memory), feed=feed)
 
-    def _attend(self, out: Tensor, state: AttentionRNNState) -> tuple[Tensor, Tensor]:
-        """Top-layer outputs (B[, T], H) -> attentional vectors o (B[, T], E) and weights (B[, T], S).
+    def _context(self, out: Tensor, state: AttentionRNNState, coverage: Tensor | None = None
+                 ) -> tuple[Tensor, Tensor]:
+        """Top-layer outputs (B[, T], H) -> context vectors (B[, T], D) and weights (B[, T], S).
 
-        The rows of one source attend together, as groups*T queries over one copy of its memory."""
+        The rows of one source attend together, as groups*T queries over one copy of its memory. ``coverage``
+        (B, S), one per row, is placed on the same grid (decoders/pointer.py)."""
         n = state.memory.shape[0]
         grid = to_grid(out, state.slots, n * state.groups)  # (N*groups[, T], H)
+        if coverage is not None:
+            coverage = to_grid(coverage, state.slots, n * state.groups).view(n, state.groups, -1)  # (N, groups, S)
         context, weights = self.attention(grid.reshape(n, -1, grid.shape[-1]), state.memory, state.mask,
-                                          keys=state.keys)  # (N, groups[*T], D), (N, groups[*T], S)
+                                          keys=state.keys, coverage=coverage)  # (N, groups[*T], D|S)
         context = from_grid(context.reshape(*grid.shape[:-1], -1), state.slots)  # (B[, T], D)
         weights = from_grid(weights.reshape(*grid.shape[:-1], -1), state.slots)  # (B[, T], S)
+        return context, weights
+
+    def _attend(self, out: Tensor, state: AttentionRNNState) -> tuple[Tensor, Tensor]:
+        """Top-layer outputs (B[, T], H) -> attentional vectors o (B[, T], E) and weights (B[, T], S)."""
+        context, weights = self._context(out, state)
         return self._readout(torch.cat([context, out], -1)), weights
 
     def _step(self, emb: Tensor, state: AttentionRNNState) -> tuple[Tensor, Tensor, AttentionRNNState]:

@@ -56,7 +56,8 @@ class RNNEncoder(Encoder):
         self.layers, self.directions = layers, 2 if bidirectional else 1
         out = hidden * self.directions
         self.spec = CodeSpec(
-            vector=out, memory=out, tokens=vocab_size, state=StateSpec(hidden=hidden, layers=layers * self.directions, cell=self.cell)
+            vector=out, memory=out, tokens=vocab_size,
+            state=StateSpec(hidden=hidden, layers=layers * self.directions, cell=self.cell),
         )
 
     def forward(self, tokens: Tensor) -> Code:

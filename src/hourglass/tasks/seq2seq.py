@@ -93,14 +93,16 @@ def corpus_scores(hypotheses: list[str], references: list[str] | list[list[str]]
             "bleu_signature": str(bleu.get_signature()), "chrf_signature": str(chrf.get_signature())}
 
 
+ROUGE_KEYS = ("rouge1", "rouge2", "rougeL")
+
+
 def rouge_scores(hypotheses: list[str], references: list[list[str]]) -> dict[str, float]:
     """ROUGE-1, ROUGE-2 and ROUGE-L F1 x100 (Lin 2004) from torchmetrics, lowercased words without stemming,
     averaged over hypotheses; with several references, each hypothesis counts its best one."""
     from torchmetrics.text.rouge import ROUGEScore
 
-    keys = ("rouge1", "rouge2", "rougeL")
-    scores = ROUGEScore(rouge_keys=keys, accumulate="best")(hypotheses, references)
-    return {key: round(float(scores[f"{key}_fmeasure"]) * 100, 2) for key in keys}
+    scores = ROUGEScore(rouge_keys=ROUGE_KEYS, accumulate="best")(hypotheses, references)
+    return {key: round(float(scores[f"{key}_fmeasure"]) * 100, 2) for key in ROUGE_KEYS}
 
 
 def smoothed_cross_entropy(logits: Tensor, gold: Tensor, pad_id: int, smoothing: float) -> tuple[Tensor, Tensor]:
@@ -137,8 +139,8 @@ class Seq2SeqTask(Task):
     that far, in log-probability, below their sentence's best; None: off; see search.beam_search) and
     ``max_len_ratio`` for final evaluation and translation; ``val_beam`` for the BLEU computed at every
     validation (1 = greedy, 0 = none); ``no_repeat_ngram`` forbids repeating an n-gram of the output in search
-    (Paulus et al. 2018; 3 is usual for summaries; 0 = off); ``coverage_loss``, the weight of See et al.'s (2017) coverage loss
-    (:func:`coverage_penalty`; 1.0 in the paper, 0 = off); ``rouge`` adds ROUGE-1/2/L (summarization) to BLEU and
+    (Paulus et al. 2018; 3 is usual for summaries; 0 = off); ``coverage_loss``, the weight of See et al.'s
+    (2017) coverage loss (:func:`coverage_penalty`; 1.0 in the paper, 0 = off); ``rouge`` adds ROUGE-1/2/L (summarization) to BLEU and
     chrF, at validation (``val/rougeL``, ...) and in ``evaluate``. Outputs are at most
     ``min(max_len, ceil(max_len_ratio * source length) + max_len_offset)`` tokens; the source length is the
     number of real memory positions (``Code.memory_mask``).
@@ -293,7 +295,7 @@ class Seq2SeqTask(Task):
         order = sorted(self._val_outputs)  # a sanity check sees a few batches only: score those
         scores = corpus_scores([self._val_outputs[i] for i in order], [references[i] for i in order],
                                rouge=self.rouge)
-        for key in ("bleu", "chrf", "exact_match", *(("rouge1", "rouge2", "rougeL") if self.rouge else ())):
+        for key in ("bleu", "chrf", "exact_match", *(ROUGE_KEYS if self.rouge else ())):
             self.log(f"val/{key}", float(scores[key]), prog_bar=key == "bleu")
 
     # -- results ------------------------------------------------------------------------------------------------
