@@ -7,7 +7,9 @@ the one ``hourglass evaluate`` reports (:func:`hourglass.tasks.seq2seq.rouge_sco
 
     python bench/bbc_lead.py [--jsonl ../shared/data/bbc-summary/articles.jsonl.gz]
 
-It also prints the mean length in words of the references and of each baseline, to compare with a model's.
+It also prints each baseline's mean length in words and its length ratio (output words / reference words, as
+sacrebleu counts them: the ``length_ratio`` that ``hourglass evaluate`` prints), to compare with a model's: ROUGE F1
+rises with the length of an output as long as it is shorter than the reference.
 """
 from __future__ import annotations
 
@@ -17,7 +19,7 @@ import statistics
 from pathlib import Path
 
 from hourglass.data.parallel import ParallelDataModule
-from hourglass.tasks.seq2seq import rouge_scores
+from hourglass.tasks.seq2seq import corpus_scores
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT = ROOT / ".." / "shared" / "data" / "bbc-summary" / "articles.jsonl.gz"
@@ -33,6 +35,7 @@ def main() -> int:
     p.add_argument("--jsonl", default=str(DEFAULT))
     p.add_argument("--val-fraction", type=float, default=0.1, help="as the recipe (default 0.1)")
     p.add_argument("--seed", type=int, default=0, help="as the recipe (default 0)")
+    p.add_argument("--max-k", type=int, default=7, help="lead-1 to lead-K (default 7)")
     args = p.parse_args()
     data = ParallelDataModule(jsonl=args.jsonl, source_field="article", target_field="summary",
                               val_fraction=args.val_fraction, seed=args.seed)
@@ -40,12 +43,12 @@ def main() -> int:
     articles = [data.source_text(i) for i in range(len(references))]
     print(f"{len(references)} held-out articles; reference summaries: "
           f"{statistics.mean(len(r.split()) for r in references):.0f} words on average")
-    for k in (1, 2, 3, 4, 5):
+    for k in range(1, args.max_k + 1):
         outputs = [lead(a, k) for a in articles]
-        scores = rouge_scores(outputs, [[r] for r in references])
+        scores = corpus_scores(outputs, references, rouge=True)
         words = statistics.mean(len(o.split()) for o in outputs)
         print(f"lead-{k}: ROUGE-1 {scores['rouge1']:.2f}  ROUGE-2 {scores['rouge2']:.2f}  "
-              f"ROUGE-L {scores['rougeL']:.2f}  ({words:.0f} words)")
+              f"ROUGE-L {scores['rougeL']:.2f}  ({words:.0f} words, length ratio {scores['length_ratio']:.3f})")
     return 0
 
 

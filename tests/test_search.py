@@ -454,6 +454,28 @@ def test_max_len_per_sentence_is_respected() -> None:
 
 
 @torch.no_grad()
+def test_min_len_holds_back_eos_until_then_but_never_past_a_sentence_limit(trained) -> None:
+    """The copy model ends after 6 tokens; with min_len 9 every hypothesis of every search runs to 9 or more,
+    except the sentence whose own limit (2) is below the minimum, which ends at its limit. Beam 1 is still greedy."""
+    encoder, decoder = trained
+    code = encoder(torch.randint(4, VOCAB, (4, 6), generator=torch.Generator().manual_seed(5)))
+    limits = torch.tensor([2, 12, 12, 12])
+    plain = greedy(decoder, code, bos=BOS, eos=EOS, max_len=limits)
+    assert sum(len(h[0]) == 6 for h in plain.tokens[1:]) >= 2, "the trained model should stop after 6 tokens"
+    ids = dict(bos=BOS, eos=EOS, max_len=limits, min_len=9)
+    g = greedy(decoder, code, **ids)
+    _assert_same(g, beam_search(decoder, code, beam=1, **ids))
+    searches = (g, beam_search(decoder, code, beam=3, nbest=3, **ids),
+                sample(decoder, code, generator=torch.Generator().manual_seed(0), **ids))
+    for hyps in searches:
+        assert all(len(t) == 2 for t in hyps.tokens[0])
+        assert all(9 <= len(t) <= 12 for n in hyps.tokens[1:] for t in n)
+    assert g.tokens[1][0][:6] == plain.tokens[1][0][:6]  # held back, not changed: the best tokens before eos
+    assert beam_search(decoder, code, beam=3, bos=BOS, eos=EOS, max_len=limits, min_len=0).tokens == \
+        beam_search(decoder, code, beam=3, bos=BOS, eos=EOS, max_len=limits).tokens
+
+
+@torch.no_grad()
 def test_sampling_with_top_k_1_or_a_tiny_top_p_equals_greedy() -> None:
     encoder, decoder = _model("transformer", "transformer")
     code = encoder(_sources())

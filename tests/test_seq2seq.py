@@ -181,6 +181,8 @@ def test_corpus_scores_with_several_references():
     many = corpus_scores(["a dog runs", "the cat sleeps now"],
                          [["a dog runs", "one dog running"], ["the cat sleeps now"]])
     assert many["bleu"] == 100.0 and many["exact_match"] == 1.0 and "nrefs:var" in many["bleu_signature"]
+    short = corpus_scores(["a cat", "the dog runs"], ["a cat sits on the mat", "the dog runs"])
+    assert short["length_ratio"] == round(5 / 9, 3) and one["length_ratio"] == 1.0  # words out / words in refs
 
 
 @pytest.mark.parametrize("smoothing", [0.0, 0.1, 0.3])

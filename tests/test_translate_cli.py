@@ -179,6 +179,24 @@ def test_beam_prune_from_the_cli_keeps_the_answers_and_refuses_bad_values(run_di
             capsys.readouterr().err
 
 
+def test_search_options_from_the_cli_override_the_run_and_evaluate_reports_them(run_dir, monkeypatch, capsys):
+    status, out = translate(monkeypatch, capsys, run_dir, "R a b c\nC f e d\n", "--min-len", "6")
+    assert status == 0 and [len(line.split()) for line in out.splitlines()] == [6, 6]  # held back past c b a
+    assert out.startswith("c b a") and translate(monkeypatch, capsys, run_dir, "R a b c\n", "--min-len", "0") == \
+        (0, "c b a\n")
+    assert translate(monkeypatch, capsys, run_dir, "R a b c\n", "--max-len", "2") == (0, "c b\n")
+    assert main(["evaluate", str(run_dir), "--json", "--beam", "2", "--length-penalty", "0.5", "--min-len", "1",
+                 "--no-repeat-ngram", "3", "--max-len", "30"]) == 0
+    metrics = json.loads(capsys.readouterr().out)
+    assert {k: metrics[k] for k in ("beam", "length_penalty", "max_len", "min_len", "no_repeat_ngram")} == \
+        {"beam": 2, "length_penalty": 0.5, "max_len": 30, "min_len": 1, "no_repeat_ngram": 3}
+    assert main(["translate", str(run_dir), "--length-penalty", "nan"]) == 2
+    assert "--length-penalty is GNMT's alpha, a finite number (got nan)" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["translate", str(run_dir), "--min-len", "-1"])
+    assert "'-1' is not a whole number: give 0 or more" in capsys.readouterr().err
+
+
 def test_attention_map(run_dir, tmp_path, capsys):
     out = tmp_path / "att.png"
     assert main(["attention", str(run_dir), "R a b c", "--output", str(out)]) == 0
@@ -202,6 +220,8 @@ def test_translate_refuses_a_run_that_is_not_seq2seq(tmp_path, tiny_config, caps
     assert "--precision bf16-mixed applies to sequence-to-sequence runs" in capsys.readouterr().err
     assert main(["evaluate", str(tmp_path), "--beam-prune", "1.5"]) == 2
     assert "--beam-prune applies to sequence-to-sequence runs" in capsys.readouterr().err
+    assert main(["evaluate", str(tmp_path), "--beam", "4", "--min-len", "3"]) == 2
+    assert "--beam, --min-len apply to sequence-to-sequence runs" in capsys.readouterr().err
 
 
 def test_length_batches_sort_trim_and_keep_other_sources_in_order():

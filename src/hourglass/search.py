@@ -9,6 +9,9 @@ Conventions shared by all three:
 - ``max_len`` is the most output tokens a hypothesis may have, not counting bos and eos: an int, or a (B,)
   tensor for a limit per sentence (for example ``ratio * source_length``). When a hypothesis reaches it, eos is
   the only token allowed, so every hypothesis ends with eos (and its probability counts in the score).
+- ``min_len`` (default 0) is the fewest output tokens before eos may come: eos gets probability 0 until then,
+  as fairseq's ``--min-len`` and Hugging Face's ``min_new_tokens`` do (See et al. 2017 decode summaries with a
+  minimum of 35 tokens). A sentence's ``max_len`` wins over it.
 - Scores are sums of log-probabilities (natural log), divided by the length penalty in beam search.
 - ``Hypotheses.attention[b]`` is the best hypothesis' attention, (T + 1, S_b): one row per output token plus
   the final eos row, one column per real source token (when the Code has a ``memory_mask``). It is None when
@@ -95,6 +98,16 @@ def _force_eos(logp: Tensor, t: int, limit: Tensor, eos: int) -> Tensor:
     return torch.where(full, only_eos, logp)
 
 
+def _ban_eos(logp: Tensor, t: int, min_len: int, limit: Tensor, eos: int) -> Tensor:
+    """logp (N, V) with eos at -inf in the rows whose hypothesis, of ``t`` tokens, is shorter than ``min_len`` and
+    than its ``limit`` (N,); in place (the caller owns ``logp``, as :class:`_LogProbs` gives it)."""
+    if t >= min_len:  # the usual case, and every step once the minimum is reached: nothing to do
+        return logp
+    early = limit > t  # (N,) rows not at their limit, where :func:`_force_eos` allows eos only
+    logp[:, eos] = logp[:, eos].masked_fill(early, float("-inf"))
+    return logp
+
+
 def _trimmer(code: Code) -> Callable[[Tensor | None, int], Tensor | None]:
     """A function (attention (T + 1, S), sentence b) -> (T + 1, S_b) on the CPU, without source padding."""
     lengths = None if code.memory_mask is None else code.memory_mask.sum(1).tolist()
@@ -109,7 +122,7 @@ def _trimmer(code: Code) -> Callable[[Tensor | None, int], Tensor | None]:
 
 # --------------------------------------------------------------------------------------------- greedy & sampling
 def _decode(decoder: SequenceDecoder, code: Code, choose: Callable[[Tensor], Tensor], *, bos: int, eos: int,
-            max_len: int | Tensor) -> Hypotheses:
+            max_len: int | Tensor, min_len: int = 0) -> Hypotheses:
     """Pick one token per sentence and step, with ``choose(logp (B', V)) -> (B',)``, until every sentence ends."""
     batch, device = code.batch_size, _device(decoder)
     limit = _limits(max_len, batch, device)
@@ -121,7 +134,8 @@ def _decode(decoder: SequenceDecoder, code: Code, choose: Callable[[Tensor], Ten
     log_probs = _LogProbs()
     for t in range(int(limit.max()) + 1):
         logits, state, weights = decoder.step(tokens, state)
-        logp = _force_eos(log_probs(logits), t, limit[active], eos)  # (B', V)
+        row_limit = limit[active]  # (B',)
+        logp = _force_eos(_ban_eos(log_probs(logits), t, min_len, row_limit, eos), t, row_limit, eos)  # (B', V)
         tokens = choose(logp)  # (B',)
         gained = logp.gather(1, tokens.unsqueeze(1)).squeeze(1)  # (B',)
         # The same additions as beam search's ``scores + logp``, so that beam 1 equals greedy bit for bit.
@@ -156,9 +170,10 @@ def _assemble(steps: list[tuple[Tensor, Tensor, Tensor | None]], batch: int, sco
     return Hypotheses(tokens=out_tokens, scores=[[s] for s in score.tolist()], attention=out_attention)
 
 
-def greedy(decoder: SequenceDecoder, code: Code, *, bos: int, eos: int, max_len: int | Tensor) -> Hypotheses:
+def greedy(decoder: SequenceDecoder, code: Code, *, bos: int, eos: int, max_len: int | Tensor,
+           min_len: int = 0) -> Hypotheses:
     """The most likely token at every step."""
-    return _decode(decoder, code, lambda logp: logp.argmax(-1), bos=bos, eos=eos, max_len=max_len)
+    return _decode(decoder, code, lambda logp: logp.argmax(-1), bos=bos, eos=eos, max_len=max_len, min_len=min_len)
 
 
 def filter_logits(logits: Tensor, *, top_k: int = 0, top_p: float = 1.0) -> Tensor:
@@ -176,7 +191,7 @@ def filter_logits(logits: Tensor, *, top_k: int = 0, top_p: float = 1.0) -> Tens
     return logits
 
 
-def sample(decoder: SequenceDecoder, code: Code, *, bos: int, eos: int, max_len: int | Tensor,
+def sample(decoder: SequenceDecoder, code: Code, *, bos: int, eos: int, max_len: int | Tensor, min_len: int = 0,
            temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
            generator: torch.Generator | None = None) -> Hypotheses:
     """Ancestral sampling from softmax(logits / temperature), optionally restricted to top-k / top-p.
@@ -190,7 +205,7 @@ def sample(decoder: SequenceDecoder, code: Code, *, bos: int, eos: int, max_len:
         probs = filter_logits(logp / temperature, top_k=top_k, top_p=top_p).softmax(-1)  # (B, V)
         return torch.multinomial(probs, 1, generator=generator).squeeze(1)
 
-    return _decode(decoder, code, choose, bos=bos, eos=eos, max_len=max_len)
+    return _decode(decoder, code, choose, bos=bos, eos=eos, max_len=max_len, min_len=min_len)
 
 
 # ---------------------------------------------------------------------------------------------------- beam search
@@ -334,7 +349,7 @@ def prune_beams(scores: Tensor, beam: int, threshold: float, keep: int = 1) -> T
 
 
 def beam_search(decoder: SequenceDecoder, code: Code, *, beam: int, bos: int, eos: int, max_len: int | Tensor,
-                length_penalty: float = 0.0, no_repeat_ngram: int = 0, nbest: int = 1,
+                min_len: int = 0, length_penalty: float = 0.0, no_repeat_ngram: int = 0, nbest: int = 1,
                 prune: float | None = None) -> Hypotheses:
     """Beam search batched over sentences and beams: B*K rows, one ``step`` call per time step.
 
@@ -370,9 +385,9 @@ def beam_search(decoder: SequenceDecoder, code: Code, *, beam: int, bos: int, eo
         logits, state, weights = decoder.step(tokens, state)
         logp = log_probs(logits)  # (L, V)
         scores = logp.new_zeros(batch) if scores is None else scores  # the first step: one row per sentence
-        row_limit = limit[active].repeat_interleave(width)  # (B'*width,)
-        logp = ban_repeats(_force_eos(logp, t, _by_row(row_limit, live), eos), _by_row(history, live),
-                           no_repeat_ngram)
+        row_limit = _by_row(limit[active].repeat_interleave(width), live)  # (L,)
+        logp = _force_eos(_ban_eos(logp, t, min_len, row_limit, eos), t, row_limit, eos)
+        logp = ban_repeats(logp, _by_row(history, live), no_repeat_ngram)
         if weights is not None:
             step_weights = _to_slots(weights, live, scores.shape[0], 0.0).unsqueeze(1)  # (B'*width, 1, S)
             attention = step_weights if attention is None else torch.cat([attention, step_weights], 1)

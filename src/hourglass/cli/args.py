@@ -8,13 +8,25 @@ from typing import Callable
 
 def count(text: str) -> int:
     """A whole number of at least 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
+    value = _int(text)
+    if value is None or value < 1:
         raise argparse.ArgumentTypeError(f"{text!r} is not a count: give a whole number of at least 1, e.g. -n 16")
     return value
+
+
+def whole(text: str) -> int:
+    """A whole number of at least 0 (0 usually switches an option off)."""
+    value = _int(text)
+    if value is None or value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number: give 0 or more, e.g. 35")
+    return value
+
+
+def _int(text: str) -> int | None:
+    try:
+        return int(text)
+    except ValueError:
+        return None
 
 
 def positive(text: str) -> float:

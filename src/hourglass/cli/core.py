@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 from hourglass import recipebook
-from hourglass.cli.text import add_beam_prune, set_beam_prune
+from hourglass.cli.text import add_search_options, set_search_options
 from hourglass.errors import ConfigError, DataError, HourglassError
 from hourglass.precision import add_precision, autocast
 
@@ -30,7 +30,7 @@ def register(sub) -> None:
     p.add_argument("--ref", help="the references (targets) of --data, when they are a separate file (parallel text)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     add_precision(p)
-    add_beam_prune(p)
+    add_search_options(p)
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("info", help="the model, its size, its data and its best metrics")
@@ -88,7 +88,7 @@ def cmd_evaluate(args) -> int:
     from hourglass.tasks.seq2seq import Seq2SeqTask
 
     run = Run.load(args.run)
-    set_beam_prune(run, args.beam_prune)
+    set_search_options(run, args)
     if args.precision != "32-true" and not isinstance(run.task, Seq2SeqTask):
         raise HourglassError(
             f'--precision {args.precision} applies to sequence-to-sequence runs (translation, captioning), whose '
@@ -130,13 +130,16 @@ def _info_without_data(path: Path, err: Exception) -> int:
     print(f"run         {path}")
     print(f"task        {config.task.name}")
     print(f"model       {m.encoder.name} -> {m.bottleneck.name} -> {m.decoder.name}")
+    metrics = json.loads((path / "metrics.json").read_text()) if (path / "metrics.json").is_file() else {}
     weights = path / "model.safetensors"
-    if weights.is_file():
+    if "parameters" in metrics:  # counted on the model when it was trained: tied weights once
+        print(f"parameters  {metrics['parameters']:,}")
+    elif weights.is_file():
         with safe_open(str(weights), framework="pt") as f:
             sizes = [math.prod(f.get_slice(k).get_shape()) for k in f.keys()]
         print(f"parameters  {sum(sizes):,} (counted in model.safetensors; tied weights count twice)")
     print(f"data        not readable from here: {err}")
-    _print_run_metrics(json.loads((path / "metrics.json").read_text()) if (path / "metrics.json").is_file() else {})
+    _print_run_metrics(metrics)
     return 0
 
 

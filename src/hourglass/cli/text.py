@@ -17,7 +17,7 @@ import threading
 from pathlib import Path
 from typing import IO, Iterator
 
-from hourglass.cli.args import count, file_ending, positive
+from hourglass.cli.args import count, file_ending, positive, whole
 from hourglass.errors import HourglassError
 from hourglass.precision import add_precision, autocast
 
@@ -29,13 +29,9 @@ def register(sub) -> None:
                        help="translate (or summarize) lines from stdin or --input with a trained seq2seq run")
     p.add_argument("run", help="the run directory")
     p.add_argument("--input", metavar="FILE", help="read this file (plain or .gz) instead of stdin (- for stdin)")
-    p.add_argument("--beam", type=count, help="beam size (default: the run's task.beam; 1 = greedy)")
     p.add_argument("--nbest", type=count, default=1, help="hypotheses per line (<= beam)")
     p.add_argument("--max-len-ratio", type=positive, help="longest output, in source lengths (default: the run's)")
-    add_beam_prune(p)
-    p.add_argument("--no-repeat-ngram", type=count, metavar="N",
-                   help="never repeat an n-gram of N tokens in an output (3 is usual for summaries; default: the "
-                        "run's task.no_repeat_ngram, usually off)")
+    add_search_options(p)
     p.add_argument("--batch", type=count, default=128, help="most lines translated together (default 128)")
     p.add_argument("--buffer", type=count, default=1024,
                    help="most lines read ahead and sorted by length into batches (default 1024)")
@@ -50,24 +46,52 @@ def register(sub) -> None:
     p.set_defaults(func=cmd_attention)
 
 
-def add_beam_prune(p) -> None:
+def add_search_options(p) -> None:
+    """The search options that ``translate`` and ``evaluate`` share; each overrides the run's task option."""
+    p.add_argument("--beam", type=count, help="beam size (default: the run's task.beam; 1 = greedy)")
+    p.add_argument("--length-penalty", type=float, metavar="ALPHA",
+                   help="GNMT length penalty alpha of beam search; higher favours longer outputs (default: the "
+                        "run's task.length_penalty)")
+    p.add_argument("--max-len", type=count, metavar="N",
+                   help="the most tokens of an output (default: the run's task.max_len; the per-source limit of "
+                        "task.max_len_ratio still holds below it)")
+    p.add_argument("--min-len", type=whole, metavar="N",
+                   help="write at least N tokens before ending an output (summaries; default: the run's "
+                        "task.min_len, usually 0)")
+    p.add_argument("--no-repeat-ngram", type=whole, metavar="N",
+                   help="never repeat an n-gram of N tokens in an output (3 is usual for summaries; 0: off; default: "
+                        "the run's task.no_repeat_ngram, usually off)")
     p.add_argument("--beam-prune", type=float, metavar="NATS",
                    help="drop beams more than NATS (natural log) below their sentence's best, for speed; 1.5 keeps "
                         "BLEU on Multi30k (default: the run's task.beam_prune, usually off)")
 
 
-def set_beam_prune(run, value: float | None) -> None:
-    """``--beam-prune`` over the run's task.beam_prune; a clear error for a value that is not a positive number,
-    or a run without search."""
-    if value is None:
+#: argparse destination -> the task option it overrides.
+_SEARCH_OPTIONS = {"beam": "beam", "length_penalty": "length_penalty", "max_len": "max_len", "min_len": "min_len",
+                   "no_repeat_ngram": "no_repeat_ngram", "beam_prune": "beam_prune"}
+
+
+def set_search_options(run, args) -> None:
+    """Put the search options given on the command line over the run's task options, with a clear error for a
+    run that does not search or a value out of range; the run directory is not changed."""
+    given = {flag: getattr(args, flag) for flag in _SEARCH_OPTIONS if getattr(args, flag, None) is not None}
+    if not given:
         return
-    if not 0 < value < math.inf:  # also refuses nan
-        raise HourglassError(f"--beam-prune is a margin in nats and must be a finite number > 0 (got {value}); "
-                             "leave it out for a plain beam search.")
+    flags = ", ".join("--" + flag.replace("_", "-") for flag in given)
     if not hasattr(run.task, "beam_prune"):
-        raise HourglassError(f'--beam-prune applies to sequence-to-sequence runs, whose evaluation is a beam search; '
-                             f'{run.path} is a run of task "{run.config.task.name}". Leave --beam-prune out.')
-    run.task.beam_prune = value
+        verb, them = ("applies", "it") if len(given) == 1 else ("apply", "them")
+        raise HourglassError(f'{flags} {verb} to sequence-to-sequence runs (translation, summarization, captioning), '
+                             f'whose outputs come from a search; {run.path} is a run of task '
+                             f'"{run.config.task.name}". Leave {them} out.')
+    prune = given.get("beam_prune")
+    if prune is not None and not 0 < prune < math.inf:  # also refuses nan
+        raise HourglassError(f"--beam-prune is a margin in nats and must be a finite number > 0 (got {prune}); "
+                             "leave it out for a plain beam search.")
+    alpha = given.get("length_penalty")
+    if alpha is not None and not math.isfinite(alpha):
+        raise HourglassError(f"--length-penalty is GNMT's alpha, a finite number (got {alpha}); 1.0 is usual.")
+    for flag, value in given.items():
+        setattr(run.task, _SEARCH_OPTIONS[flag], value)
 
 
 def load_seq2seq(path: str):
@@ -151,15 +175,11 @@ def translate_stream(run, lines: Iterator[str], out: IO[str], *, beam: int | Non
 def cmd_translate(args) -> int:
     from hourglass.data.text import iter_lines
 
-    beam = args.beam
-    if beam is not None and args.nbest > beam:
-        raise HourglassError(f"--nbest must be at most the beam size (got --nbest {args.nbest}, --beam {beam}).")
+    if args.beam is not None and args.nbest > args.beam:
+        raise HourglassError(f"--nbest must be at most the beam size (got --nbest {args.nbest}, --beam {args.beam}).")
     run = load_seq2seq(args.run)
-    set_beam_prune(run, args.beam_prune)
-    if args.no_repeat_ngram:
-        run.task.no_repeat_ngram = args.no_repeat_ngram
-    if args.nbest > (beam or run.task.beam):
-        beam = args.nbest  # an n-best list needs a beam at least that wide
+    set_search_options(run, args)
+    beam = max(run.task.beam, args.nbest)  # an n-best list needs a beam at least that wide
     stdin = args.input in (None, "-")  # `--input -` is standard input, as for most tools
     lines = iter_lines(sys.stdin.buffer) if stdin else iter_lines(Path(args.input))
     with autocast(args.precision, run.task.device):

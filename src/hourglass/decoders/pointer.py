@@ -76,12 +76,14 @@ class PointerRNNDecoder(AttentionRNNDecoder):
                  embed: Size = 256, hidden: Size = 256, layers: Size = 1, dropout: float = 0.0,
                  coverage: bool = True, input_feeding: bool = True, tie_embeddings: bool = False) -> None:
         _check_vocabulary(self.cell, code.tokens, vocab_size, shared_vocab)
+        self.coverage = coverage  # a plain bool, which nn.Module takes before its __init__; _build_attention reads it
         super().__init__(code=code, vocab_size=vocab_size, pad_id=pad_id, embed=embed, hidden=hidden, layers=layers,
                          dropout=dropout, attention="bahdanau", input_feeding=input_feeding,
                          tie_embeddings=tie_embeddings)
-        self.attention = AdditiveAttention(query_dim=hidden, memory_dim=code.memory, coverage=coverage)
-        self.coverage = coverage
         self.switch = nn.Linear(code.memory + hidden + embed, 1)  # p_gen from [c_t; s_t; x_t] (eq. 8)
+
+    def _build_attention(self, kind: str, query_dim: int, memory_dim: int) -> AdditiveAttention:
+        return AdditiveAttention(query_dim=query_dim, memory_dim=memory_dim, coverage=self.coverage)  # (eq. 11)
 
     def init_state(self, code: Code) -> PointerState:
         base = super().init_state(code)

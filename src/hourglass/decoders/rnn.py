@@ -22,7 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from hourglass._registry import register_decoder
-from hourglass.attention import AttentionKind, make_attention
+from hourglass.attention import Attention, AttentionKind, make_attention
 from hourglass.code import Code, CodeSpec
 from hourglass.decoders.base import SequenceDecoder, from_grid, regroup, to_grid
 from hourglass.options import Size
@@ -153,7 +153,11 @@ class AttentionRNNDecoder(_RecurrentDecoder):
                          dropout=dropout, extra_input=embed if input_feeding else 0, summary=d,
                          readout=d + hidden, tie_embeddings=tie_embeddings)
         self.input_feeding = input_feeding
-        self.attention = make_attention(attention, hidden, d)
+        self.attention = self._build_attention(attention, hidden, d)
+
+    def _build_attention(self, kind: AttentionKind, query_dim: int, memory_dim: int) -> Attention:
+        """The attention module (the pointer decoders build theirs with coverage)."""
+        return make_attention(kind, query_dim, memory_dim)
 
     def init_state(self, code: Code) -> AttentionRNNState:
         memory, mask = code.memory, code.memory_mask  # (B, S, D), (B, S)

@@ -76,7 +76,8 @@ class Seq2SeqData(Protocol):
 def corpus_scores(hypotheses: list[str], references: list[str] | list[list[str]], *, rouge: bool = False
                   ) -> dict[str, Any]:
     """Corpus BLEU (Papineni et al. 2002) and chrF (Popovic 2015) from sacrebleu on detokenized text, with their
-    signatures, and the share of exact matches. ``references`` may hold several per hypothesis (lists). With
+    signatures, the share of exact matches, and BLEU's length ratio (output words / reference words; sacrebleu's
+    "ratio", below 1 when outputs are short). ``references`` may hold several per hypothesis (lists). With
     ``rouge``, also ROUGE-1, ROUGE-2 and ROUGE-L F1 (Lin 2004), x100, averaged over hypotheses
     (:func:`rouge_scores`)."""
     from sacrebleu.metrics import BLEU, CHRF
@@ -89,6 +90,7 @@ def corpus_scores(hypotheses: list[str], references: list[str] | list[list[str]]
     b, c = bleu.corpus_score(hypotheses, streams), chrf.corpus_score(hypotheses, streams)
     exact = sum(h in r for h, r in zip(hypotheses, refs)) / max(len(hypotheses), 1)
     return {"bleu": round(b.score, 2), "chrf": round(c.score, 2), "exact_match": exact,
+            "length_ratio": round(b.sys_len / b.ref_len, 3) if b.ref_len else 0.0,
             **(rouge_scores(hypotheses, refs) if rouge else {}),
             "bleu_signature": str(bleu.get_signature()), "chrf_signature": str(chrf.get_signature())}
 
@@ -139,7 +141,8 @@ class Seq2SeqTask(Task):
     that far, in log-probability, below their sentence's best; None: off; see search.beam_search) and
     ``max_len_ratio`` for final evaluation and translation; ``val_beam`` for the BLEU computed at every
     validation (1 = greedy, 0 = none); ``no_repeat_ngram`` forbids repeating an n-gram of the output in search
-    (Paulus et al. 2018; 3 is usual for summaries; 0 = off); ``coverage_loss``, the weight of See et al.'s
+    (Paulus et al. 2018; 3 is usual for summaries; 0 = off); ``min_len``, the fewest output tokens before eos
+    (summaries: See et al. 2017 use 35; 0 = off; a sentence's own limit below wins); ``coverage_loss``, the weight of See et al.'s
     (2017) coverage loss (:func:`coverage_penalty`; 1.0 in the paper, 0 = off); ``rouge`` adds ROUGE-1/2/L (summarization) to BLEU and
     chrF, at validation (``val/rougeL``, ...) and in ``evaluate``. Outputs are at most
     ``min(max_len, ceil(max_len_ratio * source length) + max_len_offset)`` tokens; the source length is the
@@ -161,6 +164,7 @@ class Seq2SeqTask(Task):
         beam_prune: float | None = None,
         val_beam: int = 1,
         no_repeat_ngram: Count = 0,
+        min_len: Count = 0,
         coverage_loss: float = 0.0,
         rouge: bool = False,
         max_len: Size = 200,
@@ -187,6 +191,7 @@ class Seq2SeqTask(Task):
                               f"{coverage_loss}) and needs a decoder with attention (decoder "
                               f'"{model.names["decoder"]}" attends: {self.decoder.attends}). Use 0 to switch it off.')
         self.coverage_loss, self.rouge, self.no_repeat_ngram = coverage_loss, rouge, no_repeat_ngram
+        self.min_len = min_len
         self.label_smoothing, self.teacher_forcing, self.beam_prune = label_smoothing, teacher_forcing, beam_prune
         self.beam, self.length_penalty, self.val_beam = beam, length_penalty, val_beam
         self.max_len, self.max_len_ratio, self.max_len_offset = max_len, max_len_ratio, max_len_offset
@@ -247,7 +252,7 @@ class Seq2SeqTask(Task):
         ratio = self.max_len_ratio if max_len_ratio is ... else max_len_ratio
         code = self.model.encode(source.to(self.device))
         limit = self._limits(code, ratio)
-        ids = dict(bos=tokenizer.bos_id, eos=tokenizer.eos_id, max_len=limit)
+        ids = dict(bos=tokenizer.bos_id, eos=tokenizer.eos_id, max_len=limit, min_len=self.min_len)
         if beam == 1 and nbest == 1 and not self.no_repeat_ngram:
             return greedy(self.decoder, code, **ids)
         alpha = self.length_penalty if length_penalty is None else length_penalty
@@ -319,9 +324,15 @@ class Seq2SeqTask(Task):
         order = sorted(outputs)
         scores = corpus_scores([outputs[i] for i in order], [references[i] for i in order], rouge=self.rouge)
         nll = nlls / max(tokens, 1)
-        search = {"beam": self.beam, **({"beam_prune": self.beam_prune} if self.beam_prune else {})}
         return {**scores, "loss": losses / max(tokens, 1), "nll": nll, "ppl": math.exp(min(nll, 50.0)),
-                "sentences": len(order), **search}
+                "sentences": len(order), **self.search_options()}
+
+    def search_options(self) -> dict[str, Any]:
+        """The options of the search that made the outputs: beam, length penalty and length limit, and any option
+        that is on (so that a score printed by ``evaluate`` says how it was decoded)."""
+        extra = {"beam_prune": self.beam_prune, "min_len": self.min_len, "no_repeat_ngram": self.no_repeat_ngram}
+        return {"beam": self.beam, "length_penalty": self.length_penalty, "max_len": self.max_len,
+                **{k: v for k, v in extra.items() if v}}
 
     def plots(self, data: Seq2SeqData, out_dir: Path) -> list[Path]:
         """Loss curves, attention heatmaps of the first validation sentences, and ``examples.json`` (beside
