@@ -9,7 +9,7 @@ import warnings
 
 from hourglass.errors import HourglassError
 
-COMMAND_MODULES = ("core", "images", "vision", "text", "captions")
+COMMAND_MODULES = ("core", "images", "vision", "text", "chat", "captions")
 
 
 def _quiet() -> None:

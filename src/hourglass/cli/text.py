@@ -32,6 +32,7 @@ def register(sub) -> None:
     p.add_argument("--nbest", type=count, default=1, help="hypotheses per line (<= beam)")
     p.add_argument("--max-len-ratio", type=positive, help="longest output, in source lengths (default: the run's)")
     add_search_options(p)
+    add_sampling_options(p)
     p.add_argument("--batch", type=count, default=128, help="most lines translated together (default 128)")
     p.add_argument("--buffer", type=count, default=1024,
                    help="most lines read ahead and sorted by length into batches (default 1024)")
@@ -64,6 +65,38 @@ def add_search_options(p) -> None:
     p.add_argument("--beam-prune", type=float, metavar="NATS",
                    help="drop beams more than NATS (natural log) below their sentence's best, for speed; 1.5 keeps "
                         "BLEU on Multi30k (default: the run's task.beam_prune, usually off)")
+
+
+def add_sampling_options(p) -> None:
+    """``--sample`` and its settings: ancestral sampling instead of the search (varied outputs, e.g. replies)."""
+    p.add_argument("--sample", action="store_true",
+                   help="sample each output from the model instead of searching for the most likely one")
+    p.add_argument("--temperature", type=positive, help="with --sample: divide the logits by T (default 1.0)")
+    p.add_argument("--top-k", type=whole, help="with --sample: draw from the K most likely tokens (default 0: all)")
+    p.add_argument("--top-p", type=positive, metavar="P",
+                   help="with --sample: draw from the fewest tokens whose probability sums to P (nucleus sampling, "
+                        "Holtzman et al. 2020; 0.9 is usual; default 1.0: all)")
+    p.add_argument("--seed", type=int, default=0, help="with --sample: the random seed (default 0)")
+
+
+def set_sampling(run, args) -> None:
+    """Switch the run's task to sampling when ``--sample`` is given; refuse its settings without it."""
+    import torch
+
+    settings = {"temperature": args.temperature, "top_k": args.top_k, "top_p": args.top_p}
+    given = [f"--{k.replace('_', '-')}" for k, v in settings.items() if v is not None]
+    if not args.sample:
+        if given:
+            raise HourglassError(f"{', '.join(given)} set how to sample; add --sample to sample (without it the "
+                                 "output comes from the search, --beam).")
+        return
+    if args.top_p is not None and args.top_p > 1:
+        raise HourglassError(f"--top-p is a probability mass, at most 1 (got {args.top_p}); 0.9 is usual.")
+    if getattr(args, "nbest", 1) > 1:
+        raise HourglassError("--nbest lists the best hypotheses of a beam search; --sample draws one output per "
+                             "line. Leave one of them out.")
+    generator = torch.Generator(device=run.task.device).manual_seed(args.seed)
+    run.task.sampling = {k: v for k, v in settings.items() if v is not None} | {"generator": generator}
 
 
 #: argparse destination -> the task option it overrides.
@@ -179,6 +212,7 @@ def cmd_translate(args) -> int:
         raise HourglassError(f"--nbest must be at most the beam size (got --nbest {args.nbest}, --beam {args.beam}).")
     run = load_seq2seq(args.run)
     set_search_options(run, args)
+    set_sampling(run, args)
     beam = max(run.task.beam, args.nbest)  # an n-best list needs a beam at least that wide
     stdin = args.input in (None, "-")  # `--input -` is standard input, as for most tools
     lines = iter_lines(sys.stdin.buffer) if stdin else iter_lines(Path(args.input))

@@ -9,6 +9,9 @@ Implements the data-module protocol of :mod:`hourglass.tasks.seq2seq` for text o
       tsv: null                  # ... or one tab-separated file (columns source_col, target_col; no quoting:
                                  #     every tab separates columns, as in Moses and fairseq TSVs)
       jsonl: null                # ... or one JSON Lines file (.jsonl[.gz]): fields source_field, target_field
+      turns_field: null          # set: each JSON line is a conversation, this field its list of turns; every turn
+      context_turns: 2           #   after the first is a target, the context_turns before it its source (dialogue);
+      respond_as: both           #   first or second: only that speaker's turns are targets
       val_path: val.de.gz        # validation sources (or a TSV or JSON Lines file without val_ref); default: split off
       val_ref: val.en.gz         #   val_fraction of the training pairs. `hourglass evaluate --data --ref` sets these.
 
@@ -40,6 +43,8 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from hourglass._registry import register_dataset
 from hourglass.data.base import DataModule
 from hourglass.data.batching import TokenBatchSampler, collate, pad
+from hourglass.data.dialogue import (TURN_SEPARATOR, Speaker, dialogue_context, dialogue_pairs,
+                                     read_conversations, read_dialogues)
 from hourglass.data.text import is_jsonl, read_jsonl, read_parallel, read_tsv
 from hourglass.data.tokenizer import Tokenizer
 from hourglass.errors import ConfigError, DataError
@@ -114,6 +119,9 @@ class ParallelDataModule(DataModule):
         jsonl: Optional[Location] = None,
         source_field: str = "source",
         target_field: str = "target",
+        turns_field: Optional[str] = None,
+        context_turns: Size = 2,
+        respond_as: Speaker = "both",
         val_path: Optional[Location] = None,
         val_ref: Optional[Location] = None,
         val_fraction: float = 0.05,
@@ -142,7 +150,12 @@ class ParallelDataModule(DataModule):
         if val_path is None and not 0.0 < val_fraction < 1.0:
             raise ConfigError(f"data.val_fraction must be between 0 and 1 (got {val_fraction}), or set data.val_path.")
         self.paths = dict(source=source, target=target, tsv=tsv, jsonl=jsonl, val_path=val_path, val_ref=val_ref)
+        if turns_field and not jsonl:
+            raise ConfigError(f"data.turns_field={turns_field!r} reads conversations from a JSON Lines file, one "
+                              "conversation a line: set data.jsonl to that file (and clear data.source, data.target "
+                              "and data.tsv), or set data.turns_field to null for parallel text.")
         self.cols, self.fields = (source_col, target_col), (source_field, target_field)
+        self.turns_field, self.context_turns, self.respond_as = turns_field, context_turns, respond_as
         self.val_fraction, self.train_limit = val_fraction, train_limit
         self.vocab, self.joint_vocab, self.model_type = vocab, joint_vocab, tokenizer
         self.max_length, self.max_tokens, self.num_workers, self.seed = max_length, max_tokens, num_workers, seed
@@ -161,7 +174,7 @@ class ParallelDataModule(DataModule):
         """All training pairs as raw text (before a validation split). Generated-text subclasses override this."""
         p = self.paths
         if p["jsonl"]:
-            return read_jsonl(p["jsonl"], *self.fields)
+            return self._read_jsonl(p["jsonl"])
         if p["tsv"] is None and (p["source"] is None or p["target"] is None):
             raise ConfigError(
                 "The parallel data needs its training text: set data.source and data.target (two aligned files, "
@@ -178,8 +191,17 @@ class ParallelDataModule(DataModule):
         if p["val_ref"]:
             return read_parallel(p["val_path"], p["val_ref"])
         if is_jsonl(p["val_path"]):
-            return read_jsonl(p["val_path"], *self.fields)
+            return self._read_jsonl(p["val_path"])
         return read_tsv(p["val_path"], *self.cols)
+
+    def _read_jsonl(self, path: Location) -> Pairs:
+        if self.turns_field:
+            return read_dialogues(path, self.turns_field, self.context_turns, self.respond_as)
+        return read_jsonl(path, *self.fields)
+
+    def dialogue_source(self, turns: Sequence[str]) -> str:
+        """The source line that answers ``turns`` (a conversation so far, oldest first), built as in training."""
+        return dialogue_context(turns, self.context_turns)
 
     def _read(self, split: str) -> Pairs:
         """The pairs of "train" or "val"; a validation file is read without touching the training files."""
@@ -188,22 +210,36 @@ class ParallelDataModule(DataModule):
             if val is not None and split == "val":
                 self._pairs["val"] = val
                 return val
-            train = self.read_train()
-            if val is None:
-                if len(train) < 2:
-                    raise DataError(f"The training text holds {len(train)} pair: too few to split off a validation "
-                                    "set. Add pairs, or give data.val_path and data.val_ref.")
-                order = np.random.default_rng(self.seed).permutation(len(train))
-                n_val = max(1, int(round(len(train) * self.val_fraction)))
-                val, train = [train[i] for i in order[:n_val]], [train[i] for i in np.sort(order[n_val:])]
+            train, val = (self.read_train(), val) if val is not None else self._split_off_validation()
             self._pairs.update(train=train[: self.train_limit] if self.train_limit else train, val=val)
         return self._pairs[split]
+
+    def _split_off_validation(self) -> tuple[Pairs, Pairs]:
+        """(train, val): ``val_fraction`` of the training pairs, drawn with ``seed``. Conversations are drawn whole,
+        so that no validation turn has its context, or itself, among the training pairs."""
+        dialogues = self.turns_field and self.paths["jsonl"]
+        units = read_conversations(self.paths["jsonl"], self.turns_field) if dialogues else self.read_train()
+        what = "conversation" if dialogues else "pair"
+        if len(units) < 2:
+            raise DataError(f"The training text holds {len(units)} {what}: too few to split off a validation set. "
+                            f"Add {what}s, or give data.val_path" + ("" if dialogues else " and data.val_ref") + ".")
+        order = np.random.default_rng(self.seed).permutation(len(units))
+        n_val = max(1, int(round(len(units) * self.val_fraction)))
+        val, train = [units[i] for i in order[:n_val]], [units[i] for i in np.sort(order[n_val:])]
+        if dialogues:
+            where = str(self.paths["jsonl"])
+            return (dialogue_pairs(train, self.context_turns, where, self.respond_as),
+                    dialogue_pairs(val, self.context_turns, f"{where} (its validation conversations)",
+                                   self.respond_as))
+        return train, val
 
     # -- tokenizers ---------------------------------------------------------------------------------------------
     def _train_tokenizers(self) -> None:
         train = self._read("train")
         self._tmp = self._tmp or tempfile.mkdtemp(prefix="hourglass-tok-")
-        opts = dict(vocab_size=self.vocab, model_type=self.model_type)
+        # A dialogue's turn separator is one piece: never split, and the same in every context.
+        opts = dict(vocab_size=self.vocab, model_type=self.model_type,
+                    user_defined_symbols=[TURN_SEPARATOR] if self.turns_field else [])
         if self.joint_vocab:
             lines = [s for s, _ in train] + [t for _, t in train]
             joint = Tokenizer.train(lines, path_prefix=Path(self._tmp) / "tokenizer", **opts)

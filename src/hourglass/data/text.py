@@ -121,7 +121,7 @@ def _count_mismatch(source: list[str], target: list[str], names: tuple[str, str]
     return DataError(text + " Fix the files so that line i of one is the translation of line i of the other.")
 
 
-def _keep_nonempty(pairs: Iterable[tuple[str, str]], where: str) -> list[tuple[str, str]]:
+def keep_nonempty(pairs: Iterable[tuple[str, str]], where: str) -> list[tuple[str, str]]:
     """Strip both sides, drop pairs with an empty side (with one warning), refuse an empty corpus."""
     kept, skipped, first, total = [], 0, 0, 0
     for total, (src, tgt) in enumerate(pairs, start=1):
@@ -145,7 +145,7 @@ def read_parallel(source_path: str | Path, target_path: str | Path) -> list[tupl
     source, target = list(iter_lines(source_path)), list(iter_lines(target_path))
     if len(source) != len(target):
         raise _count_mismatch(source, target, (str(source_path), str(target_path)))
-    return _keep_nonempty(zip(source, target), f"{source_path} / {target_path}")
+    return keep_nonempty(zip(source, target), f"{source_path} / {target_path}")
 
 
 def read_tsv(path: str | Path, source_col: int = 0, target_col: int = 1) -> list[tuple[str, str]]:
@@ -170,7 +170,7 @@ def read_tsv(path: str | Path, source_col: int = 0, target_col: int = 1) -> list
                 )
             yield fields[source_col], fields[target_col]
 
-    kept = _keep_nonempty(pairs(), str(path))
+    kept = keep_nonempty(pairs(), str(path))
     if len(widths) > 1:  # e.g. a tab inside one sentence shifts the columns of its line
         usual = max(widths, key=lambda w: widths[w][0])
         odd = sorted((w, *widths[w]) for w in widths if w != usual)
@@ -196,35 +196,42 @@ def read_jsonl(path: str | Path, source_field: str, target_field: str) -> list[t
     tokenizer and to ``hourglass translate``. Blank lines are ignored; a null or empty field skips its record (a
     count is reported, as for empty lines of text files)."""
     fields = (source_field, target_field)
-    example = "{" + ", ".join(f'"{f}": "..."' for f in fields) + "}"
+    fix = "Set data.source_field and data.target_field to the fields that hold the source and the target."
 
     def pairs() -> Iterator[tuple[str, str]]:
-        for number, line in enumerate(iter_lines(path), start=1):
-            if not line.strip():
-                continue
-            where = f"{path}, line {number}"
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise DataError(f"{where} is not valid JSON ({err.msg} at column {err.colno}). A JSON Lines file "
-                                f"holds one JSON object a line, such as {example}.") from None
-            if not isinstance(record, dict):
-                raise DataError(f"{where} holds a JSON {type(record).__name__}, not an object. Each line must be "
-                                f"one object such as {example}.")
+        for where, record in json_records(path, "{" + ", ".join(f'"{f}": "..."' for f in fields) + "}"):
             missing = [f for f in fields if f not in record]
             if missing:
                 raise DataError(f"{where} has no field {' or '.join(map(repr, missing))}; its fields are "
-                                f"{', '.join(map(repr, record)) or 'none'}. Set data.source_field and "
-                                f"data.target_field to the fields that hold the source and the target.")
-            yield tuple(_field_text(record[f], f, where) for f in fields)
+                                f"{', '.join(map(repr, record)) or 'none'}. {fix}")
+            yield tuple(field_text(record[f], f, where, fix) for f in fields)
 
-    return _keep_nonempty(pairs(), str(path))
+    return keep_nonempty(pairs(), str(path))
 
 
-def _field_text(value: object, field: str, where: str) -> str:
+def json_records(path: str | Path, example: str) -> Iterator[tuple[str, dict]]:
+    """(where, object) for each non-blank line of a JSON Lines file; ``where`` names the file and line. A line
+    that is not a JSON object is a DataError that shows ``example``, an object of the expected form."""
+    for number, line in enumerate(iter_lines(path), start=1):
+        if not line.strip():
+            continue
+        where = f"{path}, line {number}"
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise DataError(f"{where} is not valid JSON ({err.msg} at column {err.colno}). A JSON Lines file "
+                            f"holds one JSON object a line, such as {example}.") from None
+        if not isinstance(record, dict):
+            raise DataError(f"{where} holds a JSON {type(record).__name__}, not an object. Each line must be "
+                            f"one object such as {example}.")
+        yield where, record
+
+
+def field_text(value: object, field: str, where: str, fix: str) -> str:
+    """A JSON value that must be text (or null: "") -> its words joined by single spaces; ``fix`` ends the error."""
     if value is None:
         return ""
     if not isinstance(value, str):
         raise DataError(f"{where}: field {field!r} holds a JSON {type(value).__name__} ({_quote(str(value))}), not "
-                        f"text. Point data.source_field and data.target_field at text fields.")
+                        f"text. {fix}")
     return " ".join(value.split())

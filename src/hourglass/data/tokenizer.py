@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Iterable, Iterator, Literal
+from typing import Iterable, Iterator, Literal, Sequence
 
 import sentencepiece as spm
 
@@ -45,11 +45,13 @@ class Tokenizer:
         model_type: Literal["unigram", "bpe"] = "unigram",
         character_coverage: float = 1.0,
         normalization: Literal["identity", "nmt_nfkc", "nfkc"] = "identity",
+        user_defined_symbols: Sequence[str] = (),
     ) -> "Tokenizer":
         """Learn a vocabulary of about ``vocab_size`` pieces from ``lines`` and save ``<path_prefix>.model``.
 
         ``vocab_size`` is an upper bound (``hard_vocab_limit=False``), so a small corpus gives a smaller
         vocabulary instead of an error. It must still leave room for every character and the 4 special ids.
+        ``user_defined_symbols`` are pieces kept whole wherever they occur (a dialogue's turn separator).
         """
         prefix = Path(path_prefix)
         prefix.parent.mkdir(parents=True, exist_ok=True)
@@ -60,6 +62,7 @@ class Tokenizer:
                 model_type=model_type, hard_vocab_limit=False, character_coverage=character_coverage,
                 normalization_rule_name=normalization, pad_id=PAD_ID, unk_id=UNK_ID, bos_id=BOS_ID,
                 eos_id=EOS_ID, minloglevel=2, max_sentence_length=_LONGEST,
+                user_defined_symbols=list(user_defined_symbols),
             )
         except RuntimeError as err:
             if counted.nonempty == 0:

@@ -56,7 +56,7 @@ from hourglass.decoders.base import SequenceDecoder
 from hourglass.errors import ConfigError
 from hourglass.model import EncoderDecoder
 from hourglass.options import Count, Positive, Size
-from hourglass.search import Hypotheses, beam_search, greedy
+from hourglass.search import Hypotheses, beam_search, greedy, sample
 from hourglass.tasks.base import Task
 
 
@@ -142,9 +142,10 @@ class Seq2SeqTask(Task):
     ``max_len_ratio`` for final evaluation and translation; ``val_beam`` for the BLEU computed at every
     validation (1 = greedy, 0 = none); ``no_repeat_ngram`` forbids repeating an n-gram of the output in search
     (Paulus et al. 2018; 3 is usual for summaries; 0 = off); ``min_len``, the fewest output tokens before eos
-    (summaries: See et al. 2017 use 35; 0 = off; a sentence's own limit below wins); ``coverage_loss``, the weight of See et al.'s
-    (2017) coverage loss (:func:`coverage_penalty`; 1.0 in the paper, 0 = off); ``rouge`` adds ROUGE-1/2/L (summarization) to BLEU and
-    chrF, at validation (``val/rougeL``, ...) and in ``evaluate``. Outputs are at most
+    (summaries: See et al. 2017 use 35; 0 = off; a sentence's own limit below wins); ``coverage_loss``, the
+    weight of See et al.'s (2017) coverage loss (:func:`coverage_penalty`; 1.0 in the paper, 0 = off); ``rouge``
+    adds ROUGE-1/2/L (summarization) to BLEU and chrF, at validation (``val/rougeL``, ...) and in ``evaluate``.
+    Outputs are at most
     ``min(max_len, ceil(max_len_ratio * source length) + max_len_offset)`` tokens; the source length is the
     number of real memory positions (``Code.memory_mask``).
     """
@@ -192,6 +193,9 @@ class Seq2SeqTask(Task):
                               f'"{model.names["decoder"]}" attends: {self.decoder.attends}). Use 0 to switch it off.')
         self.coverage_loss, self.rouge, self.no_repeat_ngram = coverage_loss, rouge, no_repeat_ngram
         self.min_len = min_len
+        # Set by `translate --sample` and `chat --sample` (not a config option): sample() keyword arguments, with a
+        # torch.Generator, used instead of the search; None: greedy or beam search.
+        self.sampling: dict[str, Any] | None = None
         self.label_smoothing, self.teacher_forcing, self.beam_prune = label_smoothing, teacher_forcing, beam_prune
         self.beam, self.length_penalty, self.val_beam = beam, length_penalty, val_beam
         self.max_len, self.max_len_ratio, self.max_len_offset = max_len, max_len_ratio, max_len_offset
@@ -247,12 +251,15 @@ class Seq2SeqTask(Task):
     @torch.no_grad()
     def generate(self, source: Tensor, tokenizer: Tokenizer, *, beam: int | None = None, nbest: int = 1,
                  max_len_ratio: Any = ..., length_penalty: float | None = None) -> Hypotheses:
-        """A source batch -> hypotheses (token ids; ``tokenizer`` gives bos and eos). beam 1 is greedy search."""
+        """A source batch -> hypotheses (token ids; ``tokenizer`` gives bos and eos). beam 1 is greedy search;
+        with ``self.sampling`` set, one sample per source (``beam`` and ``nbest`` are then not used)."""
         beam = self.beam if beam is None else beam
         ratio = self.max_len_ratio if max_len_ratio is ... else max_len_ratio
         code = self.model.encode(source.to(self.device))
         limit = self._limits(code, ratio)
         ids = dict(bos=tokenizer.bos_id, eos=tokenizer.eos_id, max_len=limit, min_len=self.min_len)
+        if self.sampling is not None:
+            return sample(self.decoder, code, **ids, **self.sampling)
         if beam == 1 and nbest == 1 and not self.no_repeat_ngram:
             return greedy(self.decoder, code, **ids)
         alpha = self.length_penalty if length_penalty is None else length_penalty

@@ -1,0 +1,80 @@
+"""Dialogue as sequence-to-sequence: each turn of a conversation is a target, and the turns before it its source.
+
+A dialogue corpus is a JSON Lines file, one conversation a line, whose ``turns_field`` holds its turns in order
+(the speakers alternate, as in DailyDialog or PersonaChat without personas)::
+
+    {"turns": ["Hi, is this seat free?", "Yes, go ahead.", "Thanks. Busy day?", "Very. Exams start Monday."]}
+
+A conversation of n turns gives n - 1 pairs, one per turn after the first; with ``respond_as`` "first" or
+"second", only the turns of that speaker (the even or the odd turns, counting from 0) are targets, so that the
+model learns to speak as one side while the other side's turns still make its context. The source of turn i is
+the ``context_turns`` turns before it,
+oldest first, joined by :data:`TURN_SEPARATOR` (Vinyals & Le 2015 and Sordoni et al. 2015 condition a response on
+the concatenated context in the same way); the target is turn i. The separator is a user-defined piece of the
+SentencePiece vocabulary, so it is never split, and ``hourglass chat`` builds its sources with the same
+:func:`dialogue_context` as training did.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal, Sequence
+
+from hourglass.data.text import field_text, json_records, keep_nonempty
+from hourglass.errors import DataError
+
+#: Joins the turns of a context into one source line; one piece of the tokenizer's vocabulary.
+TURN_SEPARATOR = "<turn>"
+
+
+def dialogue_context(turns: Sequence[str], context_turns: int) -> str:
+    """The last ``context_turns`` non-empty turns, oldest first, joined by the separator: the source of the next
+    turn. An empty turn (a blank line, a null) carries nothing and is left out."""
+    kept = [t for t in turns if t][-context_turns:]
+    return f" {TURN_SEPARATOR} ".join(kept)
+
+
+Speaker = Literal["both", "first", "second"]
+
+
+def read_dialogues(path: str | Path, turns_field: str, context_turns: int, respond_as: Speaker = "both"
+                   ) -> list[tuple[str, str]]:
+    """(context, response) pairs from a JSON Lines file of conversations; see the module docstring."""
+    return dialogue_pairs(read_conversations(path, turns_field), context_turns, str(path), respond_as)
+
+
+def read_conversations(path: str | Path, turns_field: str) -> list[list[str]]:
+    """The turns of each conversation of a JSON Lines file, one conversation a line.
+
+    Errors name the file and line: a line that is not a JSON object, an object without ``turns_field``, a field
+    that is not a list of texts, or a turn that holds the separator."""
+    fix = (f"Set data.turns_field to the field that holds each conversation's turns, a list of texts such as "
+           f'{{"{turns_field}": ["Hi!", "Hello, how are you?"]}}.')
+    return [_turns(record, turns_field, where, fix)
+            for where, record in json_records(path, f'{{"{turns_field}": ["Hi!", "Hello, how are you?"]}}')]
+
+
+def dialogue_pairs(conversations: list[list[str]], context_turns: int, where: str, respond_as: Speaker = "both"
+                   ) -> list[tuple[str, str]]:
+    """Every turn after the first of each conversation (of the ``respond_as`` speaker), with its context. Empty
+    turns are skipped as targets, with a count (as empty lines of parallel text are); no pair at all is a
+    DataError naming ``where``."""
+    first = {"both": 1, "first": 2, "second": 1}[respond_as]
+    step = 1 if respond_as == "both" else 2
+    return keep_nonempty(((dialogue_context(turns[:i], context_turns), turns[i])
+                          for turns in conversations for i in range(first, len(turns), step)), where)
+
+
+def _turns(record: dict, field: str, where: str, fix: str) -> list[str]:
+    if field not in record:
+        raise DataError(f"{where} has no field {field!r}; its fields are {', '.join(map(repr, record)) or 'none'}. "
+                        f"{fix}")
+    turns = record[field]
+    if not isinstance(turns, list):
+        raise DataError(f"{where}: field {field!r} holds a JSON {type(turns).__name__}, not a list of turns. {fix}")
+    texts = [field_text(turn, f"{field}[{i}]", where, fix) for i, turn in enumerate(turns)]
+    for i, text in enumerate(texts):
+        if TURN_SEPARATOR in text:
+            raise DataError(f"{where}: turn {i} holds {TURN_SEPARATOR!r}, the piece that hourglass puts between the "
+                            f"turns of a context, so the model could not tell your text from a turn boundary. "
+                            f"Replace it in the data (e.g. with '<turn >').")
+    return texts
