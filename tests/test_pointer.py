@@ -6,7 +6,7 @@ import torch
 
 from hourglass.code import CodeSpec
 from hourglass.config import validate
-from hourglass.decoders.pointer import GRUPointerDecoder, LSTMPointerDecoder
+from hourglass.decoders.pointer import GRUPointerDecoder, LSTMPointerDecoder, TransformerPointerDecoder
 from hourglass.encoders.rnn import GRUEncoder
 from hourglass.encoders.transformer import TransformerEncoder
 from hourglass.errors import ConfigError, IncompatiblePairError
@@ -20,10 +20,18 @@ V = 30
 
 def pair(cls=GRUPointerDecoder, coverage: bool = True, seed: int = 0):
     torch.manual_seed(seed)
+    if cls is TransformerPointerDecoder:
+        encoder = TransformerEncoder(vocab_size=V, pad_id=0, d_model=16, heads=2, layers=1, ff=32, max_len=16)
+        decoder = cls(code=encoder.spec, vocab_size=V, pad_id=0, shared_vocab=True, d_model=16, heads=2, layers=2,
+                      ff=32, max_len=16)
+        return encoder.eval(), decoder.eval()
     encoder = GRUEncoder(vocab_size=V, pad_id=0, embed=8, hidden=8)
     decoder = cls(code=encoder.spec, vocab_size=V, pad_id=0, shared_vocab=True, embed=8, hidden=16,
                   coverage=coverage)
     return encoder.eval(), decoder.eval()
+
+
+ALL = [GRUPointerDecoder, LSTMPointerDecoder, TransformerPointerDecoder]
 
 
 def sources() -> torch.Tensor:
@@ -31,7 +39,7 @@ def sources() -> torch.Tensor:
     return src
 
 
-@pytest.mark.parametrize("cls", [GRUPointerDecoder, LSTMPointerDecoder])
+@pytest.mark.parametrize("cls", ALL)
 def test_the_output_is_a_distribution_and_without_generation_it_is_the_attention_on_source_ids(cls):
     encoder, decoder = pair(cls)
     src = sources()
@@ -64,6 +72,23 @@ def test_step_by_step_equals_teacher_forcing_and_coverage_sums_the_attention():
     torch.testing.assert_close(state.coverage, attention.sum(1))
 
 
+def test_the_transformer_pointer_steps_as_it_teacher_forces_with_and_without_its_cache():
+    encoder, decoder = pair(TransformerPointerDecoder)
+    code = encoder(sources())
+    tokens = torch.randint(4, V, (3, 5))
+    with torch.no_grad():
+        forced, attention = decoder(tokens, decoder.init_state(code))  # (3, 5, V), (3, 5, 6)
+        for cache in (True, False):
+            decoder.use_cache = cache
+            state, steps, weights = decoder.init_state(code), [], []
+            for t in range(5):
+                logp, state, w = decoder.step(tokens[:, t], state)
+                steps.append(logp)
+                weights.append(w)
+            torch.testing.assert_close(torch.stack(steps, 1), forced, atol=1e-5, rtol=1e-5)
+            torch.testing.assert_close(torch.stack(weights, 1), attention, atol=1e-6, rtol=1e-5)
+
+
 def test_coverage_changes_where_the_decoder_attends():
     encoder, decoder = pair()
     code = encoder(sources())
@@ -76,8 +101,9 @@ def test_coverage_changes_where_the_decoder_attends():
     assert (after[:, 0, 0] < fresh[:, 0, 0]).all()
 
 
-def test_beam_1_equals_greedy_and_pruned_batched_beams_match_one_sentence_at_a_time():
-    encoder, decoder = pair(seed=3)
+@pytest.mark.parametrize("cls", ALL)
+def test_beam_1_equals_greedy_and_pruned_batched_beams_match_one_sentence_at_a_time(cls):
+    encoder, decoder = pair(cls, seed=3)
     src = sources()
     with torch.no_grad():
         code = encoder(src)
@@ -99,6 +125,8 @@ def test_separate_vocabularies_and_encoders_without_token_ids_are_refused_when_b
         GRUPointerDecoder(code=spec, vocab_size=V, pad_id=0, shared_vocab=False)
     with pytest.raises(ConfigError, match="source 30 pieces, target 40"):
         GRUPointerDecoder(code=spec, vocab_size=40, pad_id=0, shared_vocab=True)
+    with pytest.raises(ConfigError, match='"transformer-pointer" copies .* does not copy \\("transformer"\\)'):
+        TransformerPointerDecoder(code=TransformerEncoder(vocab_size=V, pad_id=0).spec, vocab_size=V, pad_id=0)
     config = validate({"name": "caption-copy", "data": {"name": "digits"},
                        "model": {"encoder": {"name": "conv"}, "decoder": {"name": "gru-pointer"}},
                        "task": {"name": "seq2seq"}}, "test")

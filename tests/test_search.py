@@ -221,6 +221,24 @@ def test_a_beam_that_holds_every_hypothesis_finds_the_exact_optimum() -> None:
     assert len(answers[2.0]) > len(answers[0.0]), "the length penalty should favour a longer output here"
 
 
+@pytest.mark.parametrize("beam", [2, 3, 5])
+@torch.no_grad()
+def test_a_live_beam_better_than_the_finished_ones_keeps_the_sentence_going(beam) -> None:
+    """eos is the second-best token at every step (p = 0.01) and the best path is 2 3 4 eos (p ~ 0.98 each):
+    eos candidates rank within the beam at every step, so a search that stops at K finished hypotheses answers
+    a short one at about -4.6 while the live beam holds the greedy output at about -0.08."""
+    p = torch.full((5, 5), 0.005, dtype=torch.float64)
+    p[:, 0] = 0.0  # bos is never produced
+    p[:, 1] = 0.01  # eos, second best everywhere ...
+    for prev, nxt in ((0, 2), (2, 3), (3, 4), (4, 1)):
+        p[prev, nxt] = 0.98  # ... but the path 2 3 4 eos is far better
+    decoder, code = MarkovDecoder(p.log()), Code(vector=torch.zeros(2, 1))
+    g = greedy(decoder, code, bos=0, eos=1, max_len=8)
+    hyps = beam_search(decoder, code, beam=beam, nbest=2, bos=0, eos=1, max_len=8, length_penalty=1.0)
+    assert g.tokens == [[[2, 3, 4]]] * 2
+    assert [h[0] for h in hyps.tokens] == [[2, 3, 4]] * 2 and hyps.scores[0][0] > hyps.scores[0][1]
+
+
 @pytest.mark.parametrize("prune", [None, 1.0])
 @torch.no_grad()
 def test_a_sentence_that_blocking_leaves_without_any_candidate_gets_an_empty_hypothesis(prune) -> None:
@@ -471,8 +489,8 @@ def test_min_len_holds_back_eos_until_then_but_never_past_a_sentence_limit(train
         assert all(len(t) == 2 for t in hyps.tokens[0])
         assert all(9 <= len(t) <= 12 for n in hyps.tokens[1:] for t in n)
     assert g.tokens[1][0][:6] == plain.tokens[1][0][:6]  # held back, not changed: the best tokens before eos
-    assert beam_search(decoder, code, beam=3, bos=BOS, eos=EOS, max_len=limits, min_len=0).tokens == \
-        beam_search(decoder, code, beam=3, bos=BOS, eos=EOS, max_len=limits).tokens
+    pruned = beam_search(decoder, code, beam=3, nbest=3, prune=0.5, **ids)  # pruning keeps the minimum too
+    assert all(9 <= len(t) <= 12 for n in pruned.tokens[1:] for t in n)
 
 
 @torch.no_grad()

@@ -41,6 +41,13 @@ FAMILIES = {
         task={"coverage_loss": 1.0},
         pairs=3000, max_tokens=1024, epochs=16, lr=0.01, files="jsonl",
     ),
+    "transformer-pointer": dict(
+        encoder={"name": "transformer", "d_model": 64, "heads": 4, "layers": 1, "ff": 128, "dropout": 0.0,
+                 "max_len": 16},
+        decoder={"name": "transformer-pointer", "d_model": 64, "heads": 4, "layers": 1, "ff": 128, "dropout": 0.0,
+                 "max_len": 16},
+        pairs=2000, max_tokens=384, epochs=30, lr=0.005, files="jsonl",
+    ),
 }
 
 

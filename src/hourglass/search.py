@@ -233,7 +233,8 @@ _Finished = list[list[tuple[float, list[int], Tensor | None]]]
 
 def _finalize(finished: _Finished, active: list[int], top: Tensor, origin: Tensor, token: Tensor,
               history: Tensor, attention: Tensor | None, *, eos: int, beam: int, alpha: float) -> None:
-    """Move eos candidates ranked within the top ``beam`` (as fairseq does) to ``finished``.
+    """Move eos candidates ranked within the top ``beam`` (as fairseq does) to ``finished``. A sentence may
+    collect more than ``beam`` of them while a live beam is still better (:func:`_settled`).
 
     top, origin (flat row), token: (B', 2K) candidates of the B' sentences still searched, best first;
     ``active[b']`` is the sentence's index in the batch; history (B'*width, t); attention (B'*width, t+1, S).
@@ -246,8 +247,26 @@ def _finalize(finished: _Finished, active: list[int], top: Tensor, origin: Tenso
     kept = None if attention is None else attention.index_select(0, rows)  # (H, t+1, S)
     raw = top[hits[:, 0], hits[:, 1]].tolist()
     for h, (i, tokens) in enumerate(zip(hits[:, 0].tolist(), history.index_select(0, rows).tolist())):
-        if len(finished[active[i]]) < beam:
-            finished[active[i]].append((raw[h] / penalty, tokens, None if kept is None else kept[h]))
+        finished[active[i]].append((raw[h] / penalty, tokens, None if kept is None else kept[h]))
+
+
+def _settled(finished: _Finished, active: list[int], top: Tensor, token: Tensor, *, eos: int, beam: int,
+             nbest: int, penalty: float) -> list[bool]:
+    """For each sentence still searched: is it done? It is once it has ``beam`` finished hypotheses (fairseq's
+    rule) and its best live candidate, scored as if it ended now (``penalty``, the length penalty of that
+    length), does not beat its ``nbest``-th best finished one.
+
+    fairseq stops at ``beam`` finished hypotheses alone. With a peaked model whose second-best token is eos at
+    every step (a copying decoder), that finishes ``beam`` short hypotheses at -7 while the live beam holds the
+    greedy output at -0.004, and beam search answers worse than greedy. The second condition keeps such a
+    sentence going; at beam 1 it always holds (an eos that ranks first is the best candidate), so beam 1 is
+    still greedy. top, token: (B', 2K) candidates, best first."""
+    live = top.masked_fill(token == eos, float("-inf")).amax(1).div(penalty).tolist()  # (B',)
+    done = []
+    for i, b in enumerate(active):
+        ranked = sorted((item[0] for item in finished[b]), reverse=True)
+        done.append(len(ranked) >= beam and ranked[nbest - 1] >= live[i])
+    return done
 
 
 def _candidates(scores: Tensor, logp: Tensor, width: int, beam: int, live: Tensor | None = None
@@ -353,8 +372,8 @@ def beam_search(decoder: SequenceDecoder, code: Code, *, beam: int, bos: int, eo
                 prune: float | None = None) -> Hypotheses:
     """Beam search batched over sentences and beams: B*K rows, one ``step`` call per time step.
 
-    A hypothesis that ends is kept aside; a sentence is done when it has ``beam`` of them or reached its
-    ``max_len``, and the search stops when every sentence is done. Hypotheses are ranked by
+    A hypothesis that ends is kept aside; a sentence is done when it has ``beam`` of them and no live beam
+    is better (:func:`_settled`), or reached its ``max_len``, and the search stops when every sentence is done. Hypotheses are ranked by
     score / lp(Y) with GNMT's length penalty, ``length_penalty`` being its alpha (0 = none).
 
     ``prune`` (None: off) drops, after every step, the beams whose score is more than ``prune`` below their
@@ -392,8 +411,11 @@ def beam_search(decoder: SequenceDecoder, code: Code, *, beam: int, bos: int, eo
             step_weights = _to_slots(weights, live, scores.shape[0], 0.0).unsqueeze(1)  # (B'*width, 1, S)
             attention = step_weights if attention is None else torch.cat([attention, step_weights], 1)
         top, origin, token = _candidates(scores, logp, width, k, live)  # (B', 2K) each
-        _finalize(finished, active.tolist(), top, origin, token, history, attention, eos=eos, beam=k, alpha=alpha)
-        done = done | (limit <= t) | torch.tensor([len(f) >= k for f in finished], device=device)
+        rows_of = active.tolist()
+        _finalize(finished, rows_of, top, origin, token, history, attention, eos=eos, beam=k, alpha=alpha)
+        settled = _settled(finished, rows_of, top, token, eos=eos, beam=k, nbest=nbest,
+                           penalty=gnmt_penalty(history.shape[1] + 1, alpha))
+        done[active] |= (limit[active] <= t) | torch.tensor(settled, device=device)
         if bool(done.all()):
             break
         keep = ~done[active]  # (B',)

@@ -17,6 +17,12 @@ piece by piece.
 use that is the task's ``coverage_loss`` weight (:mod:`hourglass.tasks.seq2seq`), computed from the attention
 this decoder returns.
 
+"transformer-pointer" is the Transformer decoder of :mod:`hourglass.decoders.transformer` with the same mixture:
+the copy weights a_i are its last layer's cross-attention, averaged over heads (the weights it returns), and
+p_gen = sigmoid(w^T h_t + b) reads the top layer's normalized state h_t, whose residual stream already sums the
+input embedding and the cross-attention context (eq. 8's three inputs). It has no coverage vector (See et al.'s
+coverage is an RNN-attention feature); the task's ``coverage_loss`` still applies to its attention.
+
 ``forward`` and ``step`` return log-probabilities where other decoders return logits. The search and the loss
 take a log-softmax of them, which leaves log-probabilities as they are.
 """
@@ -32,6 +38,8 @@ from hourglass.attention import AdditiveAttention
 from hourglass.code import Code, CodeSpec
 from hourglass.decoders.base import from_grid
 from hourglass.decoders.rnn import AttentionRNNDecoder, _select
+from hourglass.decoders.transformer import TransformerDecoder, TransformerState
+from hourglass.encoders.transformer import Positions
 from hourglass.errors import ConfigError
 from hourglass.options import Size
 
@@ -40,14 +48,33 @@ from hourglass.options import Size
 _FLOOR = 1e-12
 
 
+_NOT_COPYING = {"gru": "gru-attention", "lstm": "lstm-attention", "transformer": "transformer"}
+
+
 def _check_vocabulary(cell: str, source_vocab: int | None, vocab_size: int, shared: bool) -> None:
     """Copying puts source ids into the output: both sides must use one vocabulary (the data says so)."""
     if not shared or source_vocab != vocab_size:
         raise ConfigError(
             f'Decoder "{cell}-pointer" copies source tokens into its output, so the source and the target must share '
             f"one vocabulary, but this data has separate ones (source {source_vocab} pieces, target {vocab_size}). "
-            f'Set data.joint_vocab=true, or use a decoder that does not copy ("{cell}-attention").'
+            f'Set data.joint_vocab=true, or use a decoder that does not copy ("{_NOT_COPYING.get(cell, cell)}").'
         )
+
+
+def mix(logits: Tensor, gen: Tensor, weights: Tensor, ids: Tensor) -> Tensor:
+    """logits (B[, T], V), p_gen (B[, T], 1), weights (B[, T], S), source ids (B, S) -> log P(w) (B[, T], V)
+    (eq. 9). In float32 whatever the autocast: a sum of probabilities in bfloat16 would round the small ones away."""
+    vocab = torch.softmax(logits.float(), -1)  # (B[, T], V)
+    if logits.dim() == 3:
+        ids = ids.unsqueeze(1).expand(-1, logits.shape[1], -1)  # (B, T, S)
+    copy = torch.zeros_like(vocab).scatter_add_(-1, ids, weights.float())  # (B[, T], V): eq. 9's sum
+    gen = gen.float()
+    return (gen * vocab + (1 - gen) * copy).clamp_min(_FLOOR).log()
+
+
+def row_ids(tokens: Tensor, groups: int, slots: Tensor | None) -> Tensor:
+    """The source ids of each decoder row (B, S), from the per-source (N, S) (decoders.base.regroup's grid)."""
+    return from_grid(tokens.repeat_interleave(groups, 0) if groups > 1 else tokens, slots)
 
 
 class PointerState(NamedTuple):
@@ -103,20 +130,11 @@ class PointerRNNDecoder(AttentionRNNDecoder):
         return o, gen, weights, state._replace(hidden=hidden, cell=cell, feed=o, coverage=coverage)
 
     def _mix(self, o: Tensor, gen: Tensor, weights: Tensor, ids: Tensor) -> Tensor:
-        """o (B[, T], E), p_gen (B[, T], 1), weights (B[, T], S), source ids (B, S) -> log P(w) (B[, T], V).
-
-        In float32 whatever the autocast: a sum of probabilities in bfloat16 would round the small ones away."""
-        vocab = torch.softmax(self._project(o).float(), -1)  # (B[, T], V)
-        if o.dim() == 3:
-            ids = ids.unsqueeze(1).expand(-1, o.shape[1], -1)  # (B, T, S)
-        copy = torch.zeros_like(vocab).scatter_add_(-1, ids, weights.float())  # (B[, T], V): eq. 9's sum
-        gen = gen.float()
-        return (gen * vocab + (1 - gen) * copy).clamp_min(_FLOOR).log()
+        """o (B[, T], E), p_gen (B[, T], 1), weights (B[, T], S), source ids (B, S) -> log P(w) (B[, T], V)."""
+        return mix(self._project(o), gen, weights, ids)
 
     def _row_ids(self, state: PointerState) -> Tensor:
-        """The source ids of each row (B, S), from the per-source (N, S)."""
-        grid = state.tokens.repeat_interleave(state.groups, 0) if state.groups > 1 else state.tokens
-        return from_grid(grid, state.slots)
+        return row_ids(state.tokens, state.groups, state.slots)
 
     def forward(self, tokens: Tensor, state: PointerState) -> tuple[Tensor, Tensor]:
         """tokens (B, T) -> log-probabilities (B, T, V), attention (B, T, S). Step by step: coverage and input
@@ -150,3 +168,30 @@ class GRUPointerDecoder(PointerRNNDecoder):
 @register_decoder("lstm-pointer")
 class LSTMPointerDecoder(PointerRNNDecoder):
     cell = "lstm"
+
+
+@register_decoder("transformer-pointer")
+class TransformerPointerDecoder(TransformerDecoder):
+    """The Transformer decoder with a copy switch over its cross-attention (module docstring)."""
+
+    needs: ClassVar[tuple[str, ...]] = ("memory", "tokens")
+
+    def __init__(self, *, code: CodeSpec, vocab_size: int, pad_id: int, shared_vocab: bool = False,
+                 d_model: Size = 256, heads: Size = 4, layers: Size = 3, ff: Size = 1024, dropout: float = 0.1,
+                 max_len: Size = 512, positions: Positions = "sinusoidal", tie_embeddings: bool = False,
+                 use_cache: bool = True) -> None:
+        _check_vocabulary("transformer", code.tokens, vocab_size, shared_vocab)
+        super().__init__(code=code, vocab_size=vocab_size, pad_id=pad_id, d_model=d_model, heads=heads,
+                         layers=layers, ff=ff, dropout=dropout, max_len=max_len, positions=positions,
+                         tie_embeddings=tie_embeddings, use_cache=use_cache)
+        self.switch = nn.Linear(d_model, 1)  # p_gen from the top layer's state
+
+    def init_state(self, code: Code) -> TransformerState:
+        return super().init_state(code)._replace(tokens=code.tokens)
+
+    def _run(self, tokens: Tensor, state: TransformerState) -> tuple[Tensor, Tensor, tuple, tuple]:
+        """As TransformerDecoder._run, with log P(w) (B, T, V) (eq. 9) in place of the logits."""
+        hidden, weights, keys, values = self._hidden(tokens, state)  # (B, T, D), (B, T, S)
+        gen = torch.sigmoid(self.switch(hidden))  # (B, T, 1)
+        logp = mix(self.output(hidden), gen, weights, row_ids(state.tokens, state.groups, state.slots))
+        return logp, weights, keys, values

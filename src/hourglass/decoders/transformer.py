@@ -45,6 +45,7 @@ class TransformerState(NamedTuple):
     groups: int = 1  # grid width: slots [n*groups, (n+1)*groups) read source n; see decoders.base.regroup
     slots: Tensor | None = None  # (B,) each row's slot in the (N, groups) grid; None: row i at slot i
     order: Tensor | None = None  # (B,) a pending reorder: row i of the caches is row order[i] of self_keys
+    tokens: Tensor | None = None  # (N, S) source ids, one row per source (a copying decoder's; else None)
 
 
 class MultiHeadAttention(nn.Module):
@@ -176,6 +177,11 @@ class TransformerDecoder(SequenceDecoder):
     def _run(self, tokens: Tensor, state: TransformerState) -> tuple[Tensor, Tensor, tuple, tuple]:
         """tokens (B, T) after the t cached positions of ``state`` -> logits (B, T, V), cross weights
         (B, T, S) of the last layer averaged over heads, and all keys and values, L x (B, h, t+T, dh)."""
+        hidden, weights, keys, values = self._hidden(tokens, state)
+        return self.output(hidden), weights, keys, values
+
+    def _hidden(self, tokens: Tensor, state: TransformerState) -> tuple[Tensor, Tensor, tuple, tuple]:
+        """As :meth:`_run`, with the normalized top-layer states (B, T, D) in place of the logits."""
         t, n = state.self_keys[0].shape[2], tokens.shape[1]
         x = self.embedding(tokens, start=t)  # (B, T, D)
         # (T, t+T); None for one new token, which may see every position (the common step of a search)
@@ -187,8 +193,7 @@ class TransformerDecoder(SequenceDecoder):
                                      state.groups, state.order, state.slots)
             keys.append(k)
             values.append(v)
-        logits = self.output(self.norm(x))  # (B, T, V)
-        return logits, weights.mean(1), tuple(keys), tuple(values)
+        return self.norm(x), weights.mean(1), tuple(keys), tuple(values)
 
     def forward(self, tokens: Tensor, state: TransformerState) -> tuple[Tensor, Tensor]:
         """tokens (B, T) from the initial state -> logits (B, T, V), cross-attention (B, T, S)."""
@@ -212,11 +217,13 @@ class TransformerDecoder(SequenceDecoder):
         not already in place. The self-attention caches are not copied here: the reorder is kept pending and the
         next step gathers the rows as it appends its keys and values (one copy of the cache per step, not two)."""
         keep, groups, slots = regroup(index, state.groups, state.mask.shape[0], state.slots)
-        cross_keys, cross_values, mask = state.cross_keys, state.cross_values, state.mask
+        cross_keys, cross_values, mask, ids = state.cross_keys, state.cross_values, state.mask, state.tokens
         if keep is not None:
             cross_keys, cross_values, mask = cross_keys.index_select(1, keep), cross_values.index_select(1, keep), \
                 mask.index_select(0, keep)
+            ids = None if ids is None else ids.index_select(0, keep)
         return state._replace(cross_keys=cross_keys, cross_values=cross_values, mask=mask, groups=groups, slots=slots,
+                              tokens=ids,
                               prefix=state.prefix.index_select(0, index),
                               order=index if state.order is None else state.order.index_select(0, index))
 
