@@ -21,6 +21,7 @@ SMALL = {
     "transformer": {"d_model": 16, "heads": 2, "layers": 1, "ff": 32},
     "gru-attention": {"hidden": 16, "embed": 8}, "lstm-attention": {"hidden": 16, "embed": 8},
     "gru-pointer": {"hidden": 16, "embed": 8}, "lstm-pointer": {"hidden": 16, "embed": 8},
+    "transformer-pointer": {"d_model": 16, "heads": 2, "layers": 1, "ff": 32},
     "unet": {}, "segnet": {}, "classifier": {},
 }
 MUST_REFUSE = [("mlp", "gru-attention"), ("mlp", "lstm-attention"), ("mlp", "transformer"), ("mlp", "unet"),

@@ -57,6 +57,28 @@ def test_bad_conversations_name_the_file_the_line_and_the_fix(tmp_path, line, me
         read_dialogues(path, "turns", 2)
 
 
+def test_respond_as_first_needs_three_turns_and_the_split_draws_only_conversations_with_a_target(tmp_path):
+    short = [{"turns": [f"q{i}", f"a{i}"]} for i in range(30)]
+    path = write(tmp_path / "d.jsonl", short)
+    with pytest.raises(DataError, match="respond_as=first, a conversation needs 3 turns or more"):
+        ParallelDataModule(jsonl=str(path), turns_field="turns", respond_as="first", vocab=60)._read("val")
+    mixed = write(tmp_path / "m.jsonl", short + [{"turns": [f"x{i}", f"y{i}", f"z{i}"]} for i in range(10)])
+    for seed in range(4):  # any draw: the 2-turn conversations, which have no first-speaker reply, are not drawn
+        data = ParallelDataModule(jsonl=str(mixed), turns_field="turns", respond_as="first", val_fraction=0.05,
+                                  seed=seed)
+        assert len(data._read("val")) == 1 and len(data._read("train")) == 9
+
+
+def test_a_long_context_keeps_the_turn_it_answers(tmp_path):
+    conversations = [{"turns": ["one two three four five six seven eight", "nine ten"]} for _ in range(20)]
+    data = ParallelDataModule(jsonl=str(write(tmp_path / "d.jsonl", conversations)), turns_field="turns",
+                              vocab=40, max_length=4)
+    with pytest.warns(UserWarning, match="truncated"):
+        ids = data.encode_sources([data.dialogue_source(["one two three four five six", "seven eight"])])
+    kept = data.source_tokenizer.decode(ids[0].tolist())  # 4 pieces: the end of the newest turn
+    assert ids.shape == (1, 4) and len(kept) >= 4 and "seven eight".endswith(kept)
+
+
 def test_turns_field_needs_a_jsonl_file(tmp_path):
     with pytest.raises(ConfigError, match="data.turns_field='turns' reads conversations from a JSON Lines file"):
         ParallelDataModule(tsv=str(tmp_path / "x.tsv"), turns_field="turns")
@@ -165,8 +187,12 @@ def test_chat_samples_reproducibly_and_refuses_sampling_settings_without_sample(
     assert "--top-k set how to sample; add --sample" in capsys.readouterr().err
     assert main([*base, "--sample", "--top-p", "1.5"]) == 2
     assert "--top-p is a probability mass, at most 1 (got 1.5)" in capsys.readouterr().err
-    assert main(["translate", str(dialogue_run), "--sample", "--nbest", "2", "--beam", "2"]) == 2
+    assert main(["translate", str(dialogue_run), "--sample", "--nbest", "2"]) == 2
     assert "--sample draws one output per line" in capsys.readouterr().err
+    assert main([*base, "--seed", "3"]) == 2
+    assert "--seed set how to sample; add --sample" in capsys.readouterr().err
+    assert main([*base, "--sample", "--beam", "2", "--length-penalty", "1"]) == 2
+    assert "--beam, --length-penalty set the beam search, which --sample replaces" in capsys.readouterr().err
 
 
 def test_chat_refuses_a_run_trained_on_sentence_pairs(tmp_path_factory, capsys):

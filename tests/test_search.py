@@ -505,6 +505,16 @@ def test_sampling_with_top_k_1_or_a_tiny_top_p_equals_greedy() -> None:
 
 
 @torch.no_grad()
+def test_sampling_never_repeats_a_blocked_ngram() -> None:
+    encoder, decoder = _model("gru", "gru-attention")
+    code = encoder(_sources())
+    for seed in range(3):
+        drawn = sample(decoder, code, bos=BOS, eos=EOS, max_len=12, min_len=6, temperature=2.0, no_repeat_ngram=1,
+                       generator=torch.Generator().manual_seed(seed))
+        assert all(len(set(t)) == len(t) >= 6 for n in drawn.tokens for t in n)
+
+
+@torch.no_grad()
 def test_sampling_is_reproducible_with_a_generator() -> None:
     encoder, decoder = _model("gru", "gru-attention")
     code = encoder(_sources())

@@ -29,6 +29,7 @@ SMALL = {
     "gru-attention": {"embed": 8, "hidden": 16}, "lstm-attention": {"embed": 8, "hidden": 16},
     "gru-pointer": {"embed": 8, "hidden": 16}, "lstm-pointer": {"embed": 8, "hidden": 16},
     "transformer": {"d_model": 16, "heads": 2, "layers": 2, "ff": 32},
+    "transformer-pointer": {"d_model": 16, "heads": 2, "layers": 2, "ff": 32},
 }
 TOKEN_ENCODERS = [n for n in ENCODERS.names() if ENCODERS.get(n).modality == "tokens"]
 SEQUENCE_DECODERS = [n for n in DECODERS.names() if issubclass(DECODERS.get(n), SequenceDecoder)]
@@ -125,7 +126,7 @@ def test_tied_embeddings_share_one_matrix(dec: str) -> None:
     untied = build("gru", dec)[1]
     tied = build("gru", dec, dec_options=_small(DECODERS, dec, tie_embeddings=True))[1]
     count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731  (parameters() lists a shared one once)
-    width = 16 if dec == "transformer" else 8
+    width = 16 if dec.startswith("transformer") else 8
     assert count(untied) - count(tied) == VOCAB * width
 
 

@@ -122,7 +122,7 @@ def _trimmer(code: Code) -> Callable[[Tensor | None, int], Tensor | None]:
 
 # --------------------------------------------------------------------------------------------- greedy & sampling
 def _decode(decoder: SequenceDecoder, code: Code, choose: Callable[[Tensor], Tensor], *, bos: int, eos: int,
-            max_len: int | Tensor, min_len: int = 0) -> Hypotheses:
+            max_len: int | Tensor, min_len: int = 0, no_repeat_ngram: int = 0) -> Hypotheses:
     """Pick one token per sentence and step, with ``choose(logp (B', V)) -> (B',)``, until every sentence ends."""
     batch, device = code.batch_size, _device(decoder)
     limit = _limits(max_len, batch, device)
@@ -132,11 +132,15 @@ def _decode(decoder: SequenceDecoder, code: Code, choose: Callable[[Tensor], Ten
     active, score = torch.arange(batch, device=device), None
     steps = []  # per step: (active (B',), tokens (B',), weights (B', S) or None)
     log_probs = _LogProbs()
+    history = tokens.new_zeros(batch, 0)  # (B', t): kept only for n-gram blocking
     for t in range(int(limit.max()) + 1):
         logits, state, weights = decoder.step(tokens, state)
         row_limit = limit[active]  # (B',)
         logp = _force_eos(_ban_eos(log_probs(logits), t, min_len, row_limit, eos), t, row_limit, eos)  # (B', V)
+        logp = ban_repeats(logp, history, no_repeat_ngram)
         tokens = choose(logp)  # (B',)
+        if no_repeat_ngram:
+            history = torch.cat([history, tokens.unsqueeze(1)], 1)
         gained = logp.gather(1, tokens.unsqueeze(1)).squeeze(1)  # (B',)
         # The same additions as beam search's ``scores + logp``, so that beam 1 equals greedy bit for bit.
         if score is None:
@@ -150,6 +154,7 @@ def _decode(decoder: SequenceDecoder, code: Code, choose: Callable[[Tensor], Ten
                 break
             rows = going.nonzero().squeeze(1)
             active, tokens, state = active[rows], tokens[rows], decoder.reorder_state(state, rows)
+            history = history[rows] if no_repeat_ngram else history
     return _assemble(steps, batch, score, eos, _trimmer(code))
 
 
@@ -192,9 +197,10 @@ def filter_logits(logits: Tensor, *, top_k: int = 0, top_p: float = 1.0) -> Tens
 
 
 def sample(decoder: SequenceDecoder, code: Code, *, bos: int, eos: int, max_len: int | Tensor, min_len: int = 0,
-           temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
+           temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0, no_repeat_ngram: int = 0,
            generator: torch.Generator | None = None) -> Hypotheses:
-    """Ancestral sampling from softmax(logits / temperature), optionally restricted to top-k / top-p.
+    """Ancestral sampling from softmax(logits / temperature), optionally restricted to top-k / top-p, never
+    repeating an n-gram of ``no_repeat_ngram`` tokens (0: off).
 
     Scores are log-probabilities under the model itself (temperature 1, no filtering).
     """
@@ -205,7 +211,8 @@ def sample(decoder: SequenceDecoder, code: Code, *, bos: int, eos: int, max_len:
         probs = filter_logits(logp / temperature, top_k=top_k, top_p=top_p).softmax(-1)  # (B, V)
         return torch.multinomial(probs, 1, generator=generator).squeeze(1)
 
-    return _decode(decoder, code, choose, bos=bos, eos=eos, max_len=max_len, min_len=min_len)
+    return _decode(decoder, code, choose, bos=bos, eos=eos, max_len=max_len, min_len=min_len,
+                   no_repeat_ngram=no_repeat_ngram)
 
 
 # ---------------------------------------------------------------------------------------------------- beam search

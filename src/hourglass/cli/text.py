@@ -76,27 +76,29 @@ def add_sampling_options(p) -> None:
     p.add_argument("--top-p", type=positive, metavar="P",
                    help="with --sample: draw from the fewest tokens whose probability sums to P (nucleus sampling, "
                         "Holtzman et al. 2020; 0.9 is usual; default 1.0: all)")
-    p.add_argument("--seed", type=int, default=0, help="with --sample: the random seed (default 0)")
+    p.add_argument("--seed", type=int, help="with --sample: the random seed (default 0)")
 
 
 def set_sampling(run, args) -> None:
     """Switch the run's task to sampling when ``--sample`` is given; refuse its settings without it."""
-    import torch
-
-    settings = {"temperature": args.temperature, "top_k": args.top_k, "top_p": args.top_p}
+    settings = {"temperature": args.temperature, "top_k": args.top_k, "top_p": args.top_p, "seed": args.seed}
     given = [f"--{k.replace('_', '-')}" for k, v in settings.items() if v is not None]
     if not args.sample:
         if given:
             raise HourglassError(f"{', '.join(given)} set how to sample; add --sample to sample (without it the "
                                  "output comes from the search, --beam).")
         return
+    searching = [flag for flag in ("beam", "length_penalty", "beam_prune") if getattr(args, flag) is not None]
+    if searching:
+        flags = ", ".join("--" + flag.replace("_", "-") for flag in searching)
+        raise HourglassError(f"{flags} set the beam search, which --sample replaces: a sample is drawn token by "
+                             "token. Leave them out (--min-len and --no-repeat-ngram apply to samples too).")
     if args.top_p is not None and args.top_p > 1:
         raise HourglassError(f"--top-p is a probability mass, at most 1 (got {args.top_p}); 0.9 is usual.")
     if getattr(args, "nbest", 1) > 1:
         raise HourglassError("--nbest lists the best hypotheses of a beam search; --sample draws one output per "
                              "line. Leave one of them out.")
-    generator = torch.Generator(device=run.task.device).manual_seed(args.seed)
-    run.task.sampling = {k: v for k, v in settings.items() if v is not None} | {"generator": generator}
+    run.task.sampling = {k: v for k, v in settings.items() if v is not None}
 
 
 #: argparse destination -> the task option it overrides.

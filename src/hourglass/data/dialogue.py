@@ -6,8 +6,9 @@ A dialogue corpus is a JSON Lines file, one conversation a line, whose ``turns_f
     {"turns": ["Hi, is this seat free?", "Yes, go ahead.", "Thanks. Busy day?", "Very. Exams start Monday."]}
 
 A conversation of n turns gives n - 1 pairs, one per turn after the first; with ``respond_as`` "first" or
-"second", only the turns of that speaker (the even or the odd turns, counting from 0) are targets, so that the
-model learns to speak as one side while the other side's turns still make its context. The source of turn i is
+"second", only the turns of that speaker are targets (turns 2, 4, ... or 1, 3, ..., counting from 0: the opening
+turn never is, as nothing comes before it), so that the model learns to speak as one side while the other side's
+turns still make its context. A context longer than ``data.max_length`` pieces keeps its end, the turn answered. The source of turn i is
 the ``context_turns`` turns before it,
 oldest first, joined by :data:`TURN_SEPARATOR` (Vinyals & Le 2015 and Sordoni et al. 2015 condition a response on
 the concatenated context in the same way); the target is turn i. The separator is a user-defined piece of the

@@ -13,7 +13,8 @@ Implements the data-module protocol of :mod:`hourglass.tasks.seq2seq` for text o
       context_turns: 2           #   after the first is a target, the context_turns before it its source (dialogue);
       respond_as: both           #   first or second: only that speaker's turns are targets
       val_path: val.de.gz        # validation sources (or a TSV or JSON Lines file without val_ref); default: split off
-      val_ref: val.en.gz         #   val_fraction of the training pairs. `hourglass evaluate --data --ref` sets these.
+      val_ref: val.en.gz         #   val_fraction of the training pairs (of the conversations, for dialogue).
+                                 #   `hourglass evaluate --data --ref` sets these.
 
 Reading (line counts, empty lines, bytes that are not UTF-8) is :mod:`hourglass.data.text`'s job. SentencePiece
 tokenizers (:mod:`hourglass.data.tokenizer`) are trained on the training side(s) only: one joint vocabulary
@@ -72,12 +73,15 @@ class EncodedPairs(Dataset):
         return [max(len(s), len(t) + 2) for s, t in zip(self.sources, self.targets)]
 
 
-def _truncate(seqs: list[list[int]], limit: int, what: str, option: str = "max_length") -> list[list[int]]:
+def _truncate(seqs: list[list[int]], limit: int, what: str, option: str = "max_length", keep_end: bool = False
+              ) -> list[list[int]]:
+    """The first ``limit`` ids of each sequence (the last ones with ``keep_end``: a dialogue context keeps the
+    turn being answered), with one warning that counts the truncated ones."""
     long = sum(len(s) > limit for s in seqs)
     if long:
         warnings.warn(f"{long} {what} longer than data.{option}={limit} pieces were truncated to it. Raise "
                       f"data.{option} (and the model's max_len) to keep them whole.", UserWarning, stacklevel=3)
-    return [s[:limit] for s in seqs]
+    return [s[len(s) - limit:] if keep_end and len(s) > limit else s[:limit] for s in seqs]
 
 
 class _WholeEpochs(Sampler[list[int]]):
@@ -218,7 +222,8 @@ class ParallelDataModule(DataModule):
         """(train, val): ``val_fraction`` of the training pairs, drawn with ``seed``. Conversations are drawn whole,
         so that no validation turn has its context, or itself, among the training pairs."""
         dialogues = self.turns_field and self.paths["jsonl"]
-        units = read_conversations(self.paths["jsonl"], self.turns_field) if dialogues else self.read_train()
+        units = self._answerable(read_conversations(self.paths["jsonl"], self.turns_field)) if dialogues \
+            else self.read_train()
         what = "conversation" if dialogues else "pair"
         if len(units) < 2:
             raise DataError(f"The training text holds {len(units)} {what}: too few to split off a validation set. "
@@ -232,6 +237,20 @@ class ParallelDataModule(DataModule):
                     dialogue_pairs(val, self.context_turns, f"{where} (its validation conversations)",
                                    self.respond_as))
         return train, val
+
+    def _answerable(self, conversations: list[list[str]]) -> list[list[str]]:
+        """The conversations with at least one target turn (``respond_as``), so that a validation draw of whole
+        conversations never comes up empty."""
+        first = 2 if self.respond_as == "first" else 1
+        kept = [c for c in conversations if any(c[first:][:: 1 if self.respond_as == "both" else 2])]
+        if not kept:
+            raise DataError(
+                f"No conversation of {self.paths['jsonl']} has a turn to learn: with data.respond_as="
+                f"{self.respond_as}, a conversation needs {first + 1} turns or more"
+                + (" (the first speaker's replies start at the third turn)" if first == 2 else "")
+                + ". Set data.respond_as=both or second, or check data.turns_field."
+            )
+        return kept
 
     # -- tokenizers ---------------------------------------------------------------------------------------------
     def _train_tokenizers(self) -> None:
@@ -272,7 +291,8 @@ class ParallelDataModule(DataModule):
 
     # -- splits ---------------------------------------------------------------------------------------------------
     def _encode(self, pairs: Pairs, split: str) -> EncodedPairs:
-        src = _truncate([self.source_tokenizer.encode(s) for s, _ in pairs], self.max_length, f"{split} sources")
+        src = _truncate([self.source_tokenizer.encode(s) for s, _ in pairs], self.max_length, f"{split} sources",
+                        keep_end=bool(self.turns_field))
         limit, option = self.target_limit
         tgt = _truncate([self.target_tokenizer.encode(t) for _, t in pairs], limit, f"{split} targets", option)
         return EncodedPairs(src, tgt)
@@ -340,5 +360,6 @@ class ParallelDataModule(DataModule):
     def encode_sources(self, items: Sequence[str]) -> Tensor:
         """Sentences -> (B, S) ids padded with pad_id; longer than max_length: truncated, with a warning."""
         self.setup()
-        ids = _truncate([self.source_tokenizer.encode(s) for s in items], self.max_length, "source sentence(s)")
+        ids = _truncate([self.source_tokenizer.encode(s) for s in items], self.max_length, "source sentence(s)",
+                        keep_end=bool(self.turns_field))
         return pad([s or [self.source_tokenizer.pad_id] for s in ids], self.source_tokenizer.pad_id)

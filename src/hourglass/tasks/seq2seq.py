@@ -193,9 +193,11 @@ class Seq2SeqTask(Task):
                               f'"{model.names["decoder"]}" attends: {self.decoder.attends}). Use 0 to switch it off.')
         self.coverage_loss, self.rouge, self.no_repeat_ngram = coverage_loss, rouge, no_repeat_ngram
         self.min_len = min_len
-        # Set by `translate --sample` and `chat --sample` (not a config option): sample() keyword arguments, with a
-        # torch.Generator, used instead of the search; None: greedy or beam search.
+        # Set by `translate --sample` and `chat --sample` (not a config option): sample() keyword arguments and a
+        # "seed", used instead of the search; None: greedy or beam search. The generator is made on first use, on
+        # the device the model is on then.
         self.sampling: dict[str, Any] | None = None
+        self._generator: torch.Generator | None = None
         self.label_smoothing, self.teacher_forcing, self.beam_prune = label_smoothing, teacher_forcing, beam_prune
         self.beam, self.length_penalty, self.val_beam = beam, length_penalty, val_beam
         self.max_len, self.max_len_ratio, self.max_len_offset = max_len, max_len_ratio, max_len_offset
@@ -252,14 +254,19 @@ class Seq2SeqTask(Task):
     def generate(self, source: Tensor, tokenizer: Tokenizer, *, beam: int | None = None, nbest: int = 1,
                  max_len_ratio: Any = ..., length_penalty: float | None = None) -> Hypotheses:
         """A source batch -> hypotheses (token ids; ``tokenizer`` gives bos and eos). beam 1 is greedy search;
-        with ``self.sampling`` set, one sample per source (``beam`` and ``nbest`` are then not used)."""
+        with ``self.sampling`` set, one sample per source, with the minimum length and n-gram blocking (``beam``,
+        ``nbest``, the length penalty and pruning are then not used)."""
         beam = self.beam if beam is None else beam
         ratio = self.max_len_ratio if max_len_ratio is ... else max_len_ratio
         code = self.model.encode(source.to(self.device))
         limit = self._limits(code, ratio)
         ids = dict(bos=tokenizer.bos_id, eos=tokenizer.eos_id, max_len=limit, min_len=self.min_len)
         if self.sampling is not None:
-            return sample(self.decoder, code, **ids, **self.sampling)
+            options = {k: v for k, v in self.sampling.items() if k != "seed"}
+            if self._generator is None or self._generator.device != self.device:
+                self._generator = torch.Generator(device=self.device).manual_seed(self.sampling.get("seed", 0))
+            return sample(self.decoder, code, **ids, **options, no_repeat_ngram=self.no_repeat_ngram,
+                          generator=self._generator)
         if beam == 1 and nbest == 1 and not self.no_repeat_ngram:
             return greedy(self.decoder, code, **ids)
         alpha = self.length_penalty if length_penalty is None else length_penalty
