@@ -20,6 +20,7 @@ Conventions shared by all three:
 from __future__ import annotations
 
 import functools
+import heapq
 import math
 from dataclasses import dataclass
 from typing import Callable
@@ -268,11 +269,13 @@ def _settled(finished: _Finished, active: list[int], top: Tensor, token: Tensor,
     greedy output at -0.004, and beam search answers worse than greedy. The second condition keeps such a
     sentence going; at beam 1 it always holds (an eos that ranks first is the best candidate), so beam 1 is
     still greedy. top, token: (B', 2K) candidates, best first."""
+    done = [False] * len(active)
+    ready = [i for i, b in enumerate(active) if len(finished[b]) >= beam]
+    if not ready:  # most steps: no sentence has enough finished hypotheses, nothing to compare (and no sync)
+        return done
     live = top.masked_fill(token == eos, float("-inf")).amax(1).div(penalty).tolist()  # (B',)
-    done = []
-    for i, b in enumerate(active):
-        ranked = sorted((item[0] for item in finished[b]), reverse=True)
-        done.append(len(ranked) >= beam and ranked[nbest - 1] >= live[i])
+    for i in ready:
+        done[i] = heapq.nlargest(nbest, (item[0] for item in finished[active[i]]))[-1] >= live[i]
     return done
 
 
@@ -380,8 +383,9 @@ def beam_search(decoder: SequenceDecoder, code: Code, *, beam: int, bos: int, eo
     """Beam search batched over sentences and beams: B*K rows, one ``step`` call per time step.
 
     A hypothesis that ends is kept aside; a sentence is done when it has ``beam`` of them and no live beam
-    is better (:func:`_settled`), or reached its ``max_len``, and the search stops when every sentence is done. Hypotheses are ranked by
-    score / lp(Y) with GNMT's length penalty, ``length_penalty`` being its alpha (0 = none).
+    is better (:func:`_settled`), or reached its ``max_len``, and the search stops when every sentence is done.
+    Hypotheses are ranked by score / lp(Y) with GNMT's length penalty, ``length_penalty`` being its alpha (0 =
+    none).
 
     ``prune`` (None: off) drops, after every step, the beams whose score is more than ``prune`` below their
     sentence's best, keeping the ``nbest`` best (:func:`prune_beams`); the decoder then runs only on the beams

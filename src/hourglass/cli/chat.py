@@ -42,11 +42,14 @@ def load_dialogue(path: str):
 
 def chat(run, turns: Iterator[str], out: IO[str], *, prompt: IO[str] | None = None) -> int:
     """Answer each turn of ``turns`` with one line of ``out``; returns the number of turns read."""
+    def ask() -> None:
+        if prompt:
+            prompt.write("you> ")
+            prompt.flush()
+
     history: list[str] = []
     count = 0
-    if prompt:
-        prompt.write("you> ")
-        prompt.flush()
+    ask()
     for count, line in enumerate(turns, start=1):
         turn = " ".join(line.split())
         if not turn:  # a new conversation
@@ -59,9 +62,7 @@ def chat(run, turns: Iterator[str], out: IO[str], *, prompt: IO[str] | None = No
             history.append(reply)
             out.write(reply + "\n")
         out.flush()
-        if prompt:
-            prompt.write("you> ")
-            prompt.flush()
+        ask()
     return count
 
 

@@ -82,7 +82,7 @@ def add_sampling_options(p) -> None:
 def set_sampling(run, args) -> None:
     """Switch the run's task to sampling when ``--sample`` is given; refuse its settings without it."""
     settings = {"temperature": args.temperature, "top_k": args.top_k, "top_p": args.top_p, "seed": args.seed}
-    given = [f"--{k.replace('_', '-')}" for k, v in settings.items() if v is not None]
+    given = [_flag(k) for k, v in settings.items() if v is not None]
     if not args.sample:
         if given:
             raise HourglassError(f"{', '.join(given)} set how to sample; add --sample to sample (without it the "
@@ -90,7 +90,7 @@ def set_sampling(run, args) -> None:
         return
     searching = [flag for flag in ("beam", "length_penalty", "beam_prune") if getattr(args, flag) is not None]
     if searching:
-        flags = ", ".join("--" + flag.replace("_", "-") for flag in searching)
+        flags = ", ".join(map(_flag, searching))
         raise HourglassError(f"{flags} set the beam search, which --sample replaces: a sample is drawn token by "
                              "token. Leave them out (--min-len and --no-repeat-ngram apply to samples too).")
     if args.top_p is not None and args.top_p > 1:
@@ -101,9 +101,13 @@ def set_sampling(run, args) -> None:
     run.task.sampling = {k: v for k, v in settings.items() if v is not None}
 
 
-#: argparse destination -> the task option it overrides.
-_SEARCH_OPTIONS = {"beam": "beam", "length_penalty": "length_penalty", "max_len": "max_len", "min_len": "min_len",
-                   "no_repeat_ngram": "no_repeat_ngram", "beam_prune": "beam_prune"}
+def _flag(option: str) -> str:
+    """An argparse destination -> the flag that sets it: "top_k" -> "--top-k"."""
+    return "--" + option.replace("_", "-")
+
+
+#: The search options: each argparse destination is the name of the task option it overrides.
+_SEARCH_OPTIONS = ("beam", "length_penalty", "max_len", "min_len", "no_repeat_ngram", "beam_prune")
 
 
 def set_search_options(run, args) -> None:
@@ -112,7 +116,7 @@ def set_search_options(run, args) -> None:
     given = {flag: getattr(args, flag) for flag in _SEARCH_OPTIONS if getattr(args, flag, None) is not None}
     if not given:
         return
-    flags = ", ".join("--" + flag.replace("_", "-") for flag in given)
+    flags = ", ".join(map(_flag, given))
     if not hasattr(run.task, "beam_prune"):
         verb, them = ("applies", "it") if len(given) == 1 else ("apply", "them")
         raise HourglassError(f'{flags} {verb} to sequence-to-sequence runs (translation, summarization, captioning), '
@@ -126,7 +130,7 @@ def set_search_options(run, args) -> None:
     if alpha is not None and not math.isfinite(alpha):
         raise HourglassError(f"--length-penalty is GNMT's alpha, a finite number (got {alpha}); 1.0 is usual.")
     for flag, value in given.items():
-        setattr(run.task, _SEARCH_OPTIONS[flag], value)
+        setattr(run.task, flag, value)
 
 
 def load_seq2seq(path: str):

@@ -8,12 +8,11 @@ A dialogue corpus is a JSON Lines file, one conversation a line, whose ``turns_f
 A conversation of n turns gives n - 1 pairs, one per turn after the first; with ``respond_as`` "first" or
 "second", only the turns of that speaker are targets (turns 2, 4, ... or 1, 3, ..., counting from 0: the opening
 turn never is, as nothing comes before it), so that the model learns to speak as one side while the other side's
-turns still make its context. A context longer than ``data.max_length`` pieces keeps its end, the turn answered. The source of turn i is
-the ``context_turns`` turns before it,
-oldest first, joined by :data:`TURN_SEPARATOR` (Vinyals & Le 2015 and Sordoni et al. 2015 condition a response on
-the concatenated context in the same way); the target is turn i. The separator is a user-defined piece of the
-SentencePiece vocabulary, so it is never split, and ``hourglass chat`` builds its sources with the same
-:func:`dialogue_context` as training did.
+turns still make its context. The source of turn i is the ``context_turns`` turns before it, oldest first, joined
+by :data:`TURN_SEPARATOR` (Vinyals & Le 2015 and Sordoni et al. 2015 condition a response on the concatenated
+context in the same way); the target is turn i. A context longer than ``data.max_length`` pieces keeps its end,
+the turn answered. The separator is a user-defined piece of the SentencePiece vocabulary, so it is never split,
+and ``hourglass chat`` builds its sources with the same :func:`dialogue_context` as training did.
 """
 from __future__ import annotations
 
@@ -48,10 +47,9 @@ def read_conversations(path: str | Path, turns_field: str) -> list[list[str]]:
 
     Errors name the file and line: a line that is not a JSON object, an object without ``turns_field``, a field
     that is not a list of texts, or a turn that holds the separator."""
-    fix = (f"Set data.turns_field to the field that holds each conversation's turns, a list of texts such as "
-           f'{{"{turns_field}": ["Hi!", "Hello, how are you?"]}}.')
-    return [_turns(record, turns_field, where, fix)
-            for where, record in json_records(path, f'{{"{turns_field}": ["Hi!", "Hello, how are you?"]}}')]
+    example = f'{{"{turns_field}": ["Hi!", "Hello, how are you?"]}}'
+    fix = f"Set data.turns_field to the field that holds each conversation's turns, a list of texts such as {example}."
+    return [_turns(record, turns_field, where, fix) for where, record in json_records(path, example)]
 
 
 def dialogue_pairs(conversations: list[list[str]], context_turns: int, where: str, respond_as: Speaker = "both"
@@ -59,10 +57,28 @@ def dialogue_pairs(conversations: list[list[str]], context_turns: int, where: st
     """Every turn after the first of each conversation (of the ``respond_as`` speaker), with its context. Empty
     turns are skipped as targets, with a count (as empty lines of parallel text are); no pair at all is a
     DataError naming ``where``."""
-    first = {"both": 1, "first": 2, "second": 1}[respond_as]
-    step = 1 if respond_as == "both" else 2
     return keep_nonempty(((dialogue_context(turns[:i], context_turns), turns[i])
-                          for turns in conversations for i in range(first, len(turns), step)), where)
+                          for turns in conversations for i in target_turns(len(turns), respond_as)), where)
+
+
+def target_turns(n: int, respond_as: Speaker) -> range:
+    """The indexes of the target turns of a conversation of ``n`` turns."""
+    return range(2, n, 2) if respond_as == "first" else range(1, n, 1 if respond_as == "both" else 2)
+
+
+def answerable(conversations: list[list[str]], respond_as: Speaker, where: str) -> list[list[str]]:
+    """The conversations with at least one non-empty target turn, so that a draw of whole conversations (the
+    validation split) never comes up without a pair; none at all is a DataError naming ``where``."""
+    kept = [c for c in conversations if any(c[i] for i in target_turns(len(c), respond_as))]
+    if not kept:
+        first = target_turns(3, respond_as).start  # the first target turn
+        raise DataError(
+            f"No conversation of {where} has a turn to learn: with data.respond_as={respond_as}, a conversation "
+            f"needs {first + 1} turns or more" + (" (the first speaker's replies start at the third turn)"
+                                                  if first == 2 else "")
+            + ". Set data.respond_as=both or second, or check data.turns_field."
+        )
+    return kept
 
 
 def _turns(record: dict, field: str, where: str, fix: str) -> list[str]:

@@ -44,7 +44,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from hourglass._registry import register_dataset
 from hourglass.data.base import DataModule
 from hourglass.data.batching import TokenBatchSampler, collate, pad
-from hourglass.data.dialogue import (TURN_SEPARATOR, Speaker, dialogue_context, dialogue_pairs,
+from hourglass.data.dialogue import (TURN_SEPARATOR, Speaker, answerable, dialogue_context, dialogue_pairs,
                                      read_conversations, read_dialogues)
 from hourglass.data.text import is_jsonl, read_jsonl, read_parallel, read_tsv
 from hourglass.data.tokenizer import Tokenizer
@@ -221,8 +221,8 @@ class ParallelDataModule(DataModule):
     def _split_off_validation(self) -> tuple[Pairs, Pairs]:
         """(train, val): ``val_fraction`` of the training pairs, drawn with ``seed``. Conversations are drawn whole,
         so that no validation turn has its context, or itself, among the training pairs."""
-        dialogues = self.turns_field and self.paths["jsonl"]
-        units = self._answerable(read_conversations(self.paths["jsonl"], self.turns_field)) if dialogues \
+        dialogues, where = bool(self.turns_field), str(self.paths["jsonl"])  # turns_field implies jsonl (__init__)
+        units = answerable(read_conversations(where, self.turns_field), self.respond_as, where) if dialogues \
             else self.read_train()
         what = "conversation" if dialogues else "pair"
         if len(units) < 2:
@@ -232,25 +232,10 @@ class ParallelDataModule(DataModule):
         n_val = max(1, int(round(len(units) * self.val_fraction)))
         val, train = [units[i] for i in order[:n_val]], [units[i] for i in np.sort(order[n_val:])]
         if dialogues:
-            where = str(self.paths["jsonl"])
             return (dialogue_pairs(train, self.context_turns, where, self.respond_as),
                     dialogue_pairs(val, self.context_turns, f"{where} (its validation conversations)",
                                    self.respond_as))
         return train, val
-
-    def _answerable(self, conversations: list[list[str]]) -> list[list[str]]:
-        """The conversations with at least one target turn (``respond_as``), so that a validation draw of whole
-        conversations never comes up empty."""
-        first = 2 if self.respond_as == "first" else 1
-        kept = [c for c in conversations if any(c[first:][:: 1 if self.respond_as == "both" else 2])]
-        if not kept:
-            raise DataError(
-                f"No conversation of {self.paths['jsonl']} has a turn to learn: with data.respond_as="
-                f"{self.respond_as}, a conversation needs {first + 1} turns or more"
-                + (" (the first speaker's replies start at the third turn)" if first == 2 else "")
-                + ". Set data.respond_as=both or second, or check data.turns_field."
-            )
-        return kept
 
     # -- tokenizers ---------------------------------------------------------------------------------------------
     def _train_tokenizers(self) -> None:
