@@ -112,6 +112,20 @@ def test_chat_answers_each_line_from_the_conversation_so_far_and_an_empty_line_s
     assert sources == ["hi", SEP.join(["hi", "r1", "how are you"]), "again", SEP.join(["again", "r3", "more"])]
 
 
+def test_chat_keeps_a_typed_or_generated_separator_as_text_not_as_a_turn_boundary(tmp_path):
+    data = ParallelDataModule(jsonl=str(tmp_path / "unused.jsonl"), turns_field="turns", context_turns=3)
+    sources = []
+
+    def translate(items, _data):
+        sources.append(items[0])
+        return [[(f"bot{TURN_SEPARATOR}reply", 0.0)]]
+
+    run = SimpleNamespace(data=data, task=SimpleNamespace(translate=translate))
+    chat(run, iter([f"a {TURN_SEPARATOR} b\n", "c\n"]), io.StringIO())
+    assert sources[0] == "a <turn > b" and sources[0].count(TURN_SEPARATOR) == 0
+    assert sources[1] == SEP.join(["a <turn > b", "bot<turn >reply", "c"])  # two boundaries for three turns
+
+
 # -- a trained dialogue run -------------------------------------------------------------------------------------
 def reply_to(user: list[str], previous: list[str] | None) -> list[str]:
     """The bot's rule: the user's turn reversed, then the first word of its own previous reply (if any); with

@@ -90,6 +90,22 @@ def test_beam_1_equals_greedy_on_an_untrained_model(enc: str, dec: str) -> None:
                  beam_search(decoder, code, beam=1, bos=BOS, eos=EOS, max_len=9))
 
 
+@pytest.mark.parametrize("enc,dec", [("gru", "gru-attention"), ("transformer", "transformer")])
+@torch.no_grad()
+def test_a_search_without_attention_maps_gives_the_same_hypotheses(enc: str, dec: str) -> None:
+    encoder, decoder = _model(enc, dec)
+    code = encoder(_sources())
+    searches = {"greedy": lambda **kw: greedy(decoder, code, bos=BOS, eos=EOS, max_len=9, **kw),
+                "beam": lambda **kw: beam_search(decoder, code, beam=3, nbest=2, bos=BOS, eos=EOS, max_len=9,
+                                                 length_penalty=1.0, **kw),
+                "sample": lambda **kw: sample(decoder, code, bos=BOS, eos=EOS, max_len=9,
+                                              generator=torch.Generator().manual_seed(3), **kw)}
+    for name, search in searches.items():
+        full, bare = search(), search(attention=False)
+        assert bare.tokens == full.tokens and bare.scores == full.scores, name
+        assert all(a is not None for a in full.attention) and all(a is None for a in bare.attention), name
+
+
 @torch.no_grad()
 def test_beam_1_equals_greedy_on_a_trained_model(trained) -> None:
     encoder, decoder = trained

@@ -73,12 +73,17 @@ class Attention(nn.Module):
         single = query.dim() == 2
         q = query.unsqueeze(1) if single else query  # (B, T, H)
         k = self.keys(memory) if keys is None else keys  # (B, S, A)
-        cov = coverage.unsqueeze(1) if coverage is not None and coverage.dim() == 2 else coverage  # (B, 1|T, S)
-        weights = masked_softmax(self.score(q, k, cov), mask.unsqueeze(1))  # (B, T, S)
+        weights = self.weights(q, k, mask, coverage=coverage)  # (B, T, S)
         context = torch.bmm(weights, memory)  # (B, T, D)
         if single:
             return context.squeeze(1), weights.squeeze(1)
         return context, weights
+
+    def weights(self, query: Tensor, keys: Tensor, mask: Tensor, *, coverage: Tensor | None = None) -> Tensor:
+        """query (B, T, H), keys (B, S, A) (from :meth:`keys`), mask (B, S) -> weights (B, T, S), without the
+        context: for a caller that mixes something else than the memory with them (decoders/rnn.py)."""
+        cov = coverage.unsqueeze(1) if coverage is not None and coverage.dim() == 2 else coverage  # (B, 1|T, S)
+        return masked_softmax(self.score(query, keys, cov), mask.unsqueeze(1))
 
 
 class AdditiveAttention(Attention):

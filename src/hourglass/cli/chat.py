@@ -4,7 +4,8 @@ Each line read (from stdin or ``--input``) is the user's turn; the reply is writ
 once, so a person at a terminal, or a program on a pipe, gets each answer before it writes the next turn. The
 conversation so far, the replies included, makes the source of the next reply, exactly as in training
 (:func:`hourglass.data.dialogue.dialogue_context`, the run's ``data.context_turns``). An empty line ends the
-conversation and starts a new one (and is answered with an empty line), so that one file can hold many.
+conversation and starts a new one (and is answered with an empty line), so that one file can hold many. A turn
+that holds the ``<turn>`` separator keeps it as plain text (``<turn >``), never as a boundary between turns.
 """
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from typing import IO, Iterator
 
 from hourglass.cli.text import (add_sampling_options, add_search_options, load_seq2seq, set_sampling,
                                 set_search_options)
+from hourglass.data.dialogue import plain_turn
 from hourglass.errors import HourglassError
 from hourglass.precision import add_precision, autocast
 
@@ -51,7 +53,7 @@ def chat(run, turns: Iterator[str], out: IO[str], *, prompt: IO[str] | None = No
     count = 0
     ask()
     for count, line in enumerate(turns, start=1):
-        turn = " ".join(line.split())
+        turn = plain_turn(" ".join(line.split()))
         if not turn:  # a new conversation
             history = []
             out.write("\n")
@@ -59,7 +61,7 @@ def chat(run, turns: Iterator[str], out: IO[str], *, prompt: IO[str] | None = No
             history.append(turn)
             source = run.data.dialogue_source(history)
             reply = run.task.translate([source], run.data)[0][0][0]
-            history.append(reply)
+            history.append(plain_turn(reply))
             out.write(reply + "\n")
         out.flush()
         ask()

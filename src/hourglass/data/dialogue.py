@@ -24,6 +24,15 @@ from hourglass.errors import DataError
 
 #: Joins the turns of a context into one source line; one piece of the tokenizer's vocabulary.
 TURN_SEPARATOR = "<turn>"
+#: What a live turn's own "<turn>" becomes (:func:`plain_turn`): ordinary pieces, not a turn boundary.
+QUOTED_SEPARATOR = "<turn >"
+
+
+def plain_turn(text: str) -> str:
+    """``text`` with any separator in it written as :data:`QUOTED_SEPARATOR`, so that a turn typed in a chat (or
+    a reply that the model wrote) cannot pose as a boundary between turns. Training data that holds the
+    separator is refused instead (:func:`read_conversations`), since there the user can fix the file."""
+    return text.replace(TURN_SEPARATOR, QUOTED_SEPARATOR)
 
 
 def dialogue_context(turns: Sequence[str], context_turns: int) -> str:
@@ -93,5 +102,5 @@ def _turns(record: dict, field: str, where: str, fix: str) -> list[str]:
         if TURN_SEPARATOR in text:
             raise DataError(f"{where}: turn {i} holds {TURN_SEPARATOR!r}, the piece that hourglass puts between the "
                             f"turns of a context, so the model could not tell your text from a turn boundary. "
-                            f"Replace it in the data (e.g. with '<turn >').")
+                            f"Replace it in the data (e.g. with {QUOTED_SEPARATOR!r}).")
     return texts

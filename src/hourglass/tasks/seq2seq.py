@@ -252,15 +252,18 @@ class Seq2SeqTask(Task):
 
     @torch.no_grad()
     def generate(self, source: Tensor, tokenizer: Tokenizer, *, beam: int | None = None, nbest: int = 1,
-                 max_len_ratio: Any = ..., length_penalty: float | None = None) -> Hypotheses:
+                 max_len_ratio: Any = ..., length_penalty: float | None = None, attention: bool = True
+                 ) -> Hypotheses:
         """A source batch -> hypotheses (token ids; ``tokenizer`` gives bos and eos). beam 1 is greedy search;
         with ``self.sampling`` set, one sample per source, with the minimum length and n-gram blocking (``beam``,
-        ``nbest``, the length penalty and pruning are then not used)."""
+        ``nbest``, the length penalty and pruning are then not used). ``attention=False``: no attention maps
+        (``Hypotheses.attention`` all None), which saves the search from keeping them."""
         beam = self.beam if beam is None else beam
         ratio = self.max_len_ratio if max_len_ratio is ... else max_len_ratio
         code = self.model.encode(source.to(self.device))
         limit = self._limits(code, ratio)
-        ids = dict(bos=tokenizer.bos_id, eos=tokenizer.eos_id, max_len=limit, min_len=self.min_len)
+        ids = dict(bos=tokenizer.bos_id, eos=tokenizer.eos_id, max_len=limit, min_len=self.min_len,
+                   attention=attention)
         if self.sampling is not None:
             options = {k: v for k, v in self.sampling.items() if k != "seed"}
             if self._generator is None or self._generator.device != self.device:
@@ -289,7 +292,8 @@ class Seq2SeqTask(Task):
         results: list[list[tuple[str, float]]] = [[] for _ in items]
         pad_id = getattr(getattr(data, "source_tokenizer", None), "pad_id", PAD_ID)  # what encode_sources pads with
         for rows, part in _length_batches(source, batch_size or len(items), pad_id):
-            hyps = self.generate(part, data.target_tokenizer, beam=beam, nbest=nbest, max_len_ratio=max_len_ratio)
+            hyps = self.generate(part, data.target_tokenizer, beam=beam, nbest=nbest, max_len_ratio=max_len_ratio,
+                                 attention=False)  # text only: no attention maps to keep
             for row, ts, ss in zip(rows, hyps.tokens, hyps.scores):
                 results[row] = [(decode(t), s) for t, s in zip(ts, ss)]
         return results
@@ -302,7 +306,7 @@ class Seq2SeqTask(Task):
         super().validation_step(batch, batch_idx)
         data = getattr(self.trainer, "datamodule", None)
         if self.val_beam and hasattr(data, "references"):
-            hyps = self.generate(batch["source"], data.target_tokenizer, beam=self.val_beam)
+            hyps = self.generate(batch["source"], data.target_tokenizer, beam=self.val_beam, attention=False)
             decode = data.target_tokenizer.decode
             for i, tokens in zip(batch["index"].tolist(), hyps.best()):
                 self._val_outputs[i] = decode(tokens)
@@ -330,7 +334,7 @@ class Seq2SeqTask(Task):
             loss, logs = self.loss(batch, "val")
             n = int((batch["target"][:, 1:] != PAD_ID).sum())
             losses, nlls, tokens = losses + float(loss) * n, nlls + float(logs["nll"]) * n, tokens + n
-            hyps = self.generate(batch["source"], data.target_tokenizer)
+            hyps = self.generate(batch["source"], data.target_tokenizer, attention=False)
             outputs.update({i: decode(t) for i, t in zip(batch["index"].tolist(), hyps.best())})
         self.train(was_training)
         self.last_outputs = outputs
