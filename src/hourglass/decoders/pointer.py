@@ -113,10 +113,8 @@ class PointerRNNDecoder(AttentionRNNDecoder):
         return AdditiveAttention(query_dim=query_dim, memory_dim=memory_dim, coverage=self.coverage)  # (eq. 11)
 
     def init_state(self, code: Code) -> PointerState:
-        base = super().init_state(code)
         coverage = code.memory.new_zeros(code.memory_mask.shape) if self.coverage else None  # (B, S)
-        return PointerState(hidden=base.hidden, cell=base.cell, memory=base.memory, mask=base.mask, keys=base.keys,
-                            feed=base.feed, tokens=code.tokens, coverage=coverage)
+        return PointerState(**self._start_fields(code), tokens=code.tokens, coverage=coverage)
 
     def _point(self, emb: Tensor, state: PointerState) -> tuple[Tensor, Tensor, Tensor, PointerState]:
         """emb (B, E) -> o (B, E), p_gen (B, 1), weights (B, S), the next state."""
