@@ -542,6 +542,54 @@ def test_sampling_is_reproducible_with_a_generator() -> None:
     assert other.tokens != draws[0].tokens
 
 
+@pytest.mark.parametrize("vocab", [6, 40])
+@torch.no_grad()
+def test_beam_1_equals_greedy_when_the_best_tokens_tie(vocab: int) -> None:
+    """After bos, tokens 2 and V-1 tie for the best: greedy's argmax takes 2, and beam 1 must too (topk alone
+    may order tied candidates either way; the two continuations then differ: 2 -> 3, V-1 -> 4)."""
+    table = torch.zeros(vocab, vocab)
+    table[:, 0], table[:, 1] = float("-inf"), -5.0  # bos is never produced; eos = 1 is unlikely
+    table[0, 2:] = -3.0
+    table[0, 2] = table[0, vocab - 1] = 1.0
+    table[2, 3] = table[vocab - 1, 4] = 3.0
+    decoder, code = MarkovDecoder(table), Code(vector=torch.zeros(3, 1))
+    best = greedy(decoder, code, bos=0, eos=1, max_len=2)
+    assert best.tokens == [[[2, 3]]] * 3
+    beam1 = beam_search(decoder, code, beam=1, bos=0, eos=1, max_len=2)
+    assert beam1.tokens == best.tokens and beam1.scores == best.scores
+
+
+@torch.no_grad()
+def test_a_row_with_no_allowed_token_ends_at_minus_infinity_instead_of_crashing() -> None:
+    """Unigram blocking with a minimum length of 4 over three real tokens: at the fourth step nothing is allowed.
+    Sampling ends the sentence there at -inf (multinomial would raise on such a row); greedy, whose eos is at
+    -inf when it reaches max_len, ends at max_len instead of running past it."""
+    table = torch.zeros(5, 5)
+    table[:, 0] = float("-inf")  # bos = 0 is never produced; eos = 1; tokens 2, 3, 4
+    decoder, code = MarkovDecoder(table), Code(vector=torch.zeros(2, 1))
+    drawn = sample(decoder, code, bos=0, eos=1, max_len=6, min_len=4, no_repeat_ngram=1,
+                   generator=torch.Generator().manual_seed(0))
+    assert [sorted(n[0]) for n in drawn.tokens] == [[2, 3, 4]] * 2 and drawn.scores == [[float("-inf")]] * 2
+    table[:, 1] = float("-inf")  # eos is impossible: the forced eos at max_len has nothing to end with
+    ended = greedy(decoder, code, bos=0, eos=1, max_len=2)
+    assert [len(n[0]) for n in ended.tokens] == [2, 2] and ended.scores == [[float("-inf")]] * 2
+
+
+@torch.no_grad()
+def test_sampling_keeps_the_best_token_at_top_p_0_and_at_a_vanishing_temperature() -> None:
+    logits = torch.log(torch.tensor([[0.5, 0.3, 0.2]]))
+    assert torch.isinf(filter_logits(logits, top_p=0.0)).tolist() == [[False, True, True]]
+    encoder, decoder = _model("gru", "gru-attention")
+    code = encoder(_sources())
+    best = greedy(decoder, code, bos=BOS, eos=EOS, max_len=9)
+    for kwargs in ({"top_p": 0.0}, {"temperature": 1e-40}):
+        drawn = sample(decoder, code, bos=BOS, eos=EOS, max_len=9, generator=torch.Generator().manual_seed(0),
+                       **kwargs)
+        assert drawn.tokens == best.tokens
+    with pytest.raises(ValueError, match="finite"):
+        sample(decoder, code, bos=BOS, eos=EOS, max_len=9, temperature=math.inf)
+
+
 def test_filter_logits_keeps_the_nucleus() -> None:
     logits = torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05]]))
     assert torch.isinf(filter_logits(logits, top_p=0.7)).tolist() == [[False, False, True, True]]

@@ -223,3 +223,25 @@ def test_the_numbers_words_recipe_trains_through_the_cli(tmp_path, capsys):
         assert main(args) == 0
     assert "languages:\n  - en\n  - de\n  - fr" in (out / "config.yaml").read_text()
     assert "exact_match" in json.loads((out / "metrics.json").read_text())["final"]
+
+
+@pytest.mark.parametrize("ratio", [None, 2.0])
+def test_the_search_never_writes_past_the_transformer_decoders_position_table(ratio) -> None:
+    """An untrained decoder with 8 positions never ends by itself; the task's max_len (200) and the length ratio
+    would let it write on, and position 9 does not exist. The search stops at 7 tokens (8 with bos)."""
+    from hourglass.config import Component, ModelConfig, TrainConfig
+    from hourglass.model import DataContext, build_model
+    from hourglass.tasks.seq2seq import Seq2SeqTask
+
+    torch.manual_seed(0)
+    small = dict(d_model=8, heads=2, layers=1, ff=16, max_len=8)
+    cfg = ModelConfig(encoder=Component(name="transformer", **small), decoder=Component(name="transformer", **small))
+    model = build_model(cfg, DataContext(modality="tokens", encoder={"vocab_size": 20, "pad_id": 0},
+                                         decoder={"vocab_size": 20, "pad_id": 0}))
+    task = Seq2SeqTask(model=model, train=TrainConfig(), max_len_ratio=ratio, max_len_offset=50).eval()
+    task.decoder.output.bias = torch.nn.Parameter(torch.zeros(20))
+    task.decoder.output.bias.data[3] = -1e4  # eos = 3 is never likely
+    tokenizer = type("Ids", (), {"bos_id": 2, "eos_id": 3})()
+    for beam in (1, 3):
+        hyps = task.generate(torch.tensor([[5, 6, 7], [8, 9, 0]]), tokenizer, beam=beam)
+        assert [len(t) for t in hyps.best()] == [7, 7]

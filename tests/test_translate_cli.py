@@ -235,3 +235,23 @@ def test_length_batches_sort_trim_and_keep_other_sources_in_order():
     assert batches == [([1, 3], [[4, pad], [8, 9]]), ([0, 2], [[1, 2, 3, pad], [5, 6, 3, 2]])]
     images = torch.zeros(3, 1, 4, 4)
     assert [rows for rows, _ in _length_batches(images, 2)] == [[0, 1], [2]]
+
+
+def test_beam_1_scores_are_length_normalized_on_the_greedy_path_too(run_dir):
+    """generate() sends beam 1 to greedy search, whose sums it divides by the length penalty as beam search
+    does: the same scores as beam search with beam 1."""
+    import torch
+
+    from hourglass.cli.text import load_seq2seq
+    from hourglass.search import beam_search
+
+    run = load_seq2seq(str(run_dir))
+    task, tok = run.task, run.data.target_tokenizer
+    task.length_penalty = 1.0
+    source = run.data.encode_sources(["R a b c d", "C e f", "R f"])
+    found = task.generate(source, tok, beam=1)
+    with torch.no_grad():
+        code = task.model.encode(source)
+        beam1 = beam_search(task.decoder, code, beam=1, bos=tok.bos_id, eos=tok.eos_id,
+                            max_len=task._limits(code, task.max_len_ratio), length_penalty=1.0)
+    assert found.tokens == beam1.tokens and found.scores == beam1.scores

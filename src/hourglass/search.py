@@ -143,9 +143,12 @@ def _decode(decoder: SequenceDecoder, code: Code, choose: Callable[[Tensor], Ten
         logp = _force_eos(_ban_eos(log_probs(logits), t, min_len, row_limit, eos), t, row_limit, eos)  # (B', V)
         logp = ban_repeats(logp, history, no_repeat_ngram)
         tokens = choose(logp)  # (B',)
+        gained = logp.gather(1, tokens.unsqueeze(1)).squeeze(1)  # (B',)
+        # A row whose every token is banned (n-gram blocking before ``min_len``) has no choice to make: it ends
+        # here at -inf, as beam search answers such a sentence at -inf.
+        tokens = torch.where(gained == float("-inf"), eos, tokens)
         if no_repeat_ngram:
             history = torch.cat([history, tokens.unsqueeze(1)], 1)
-        gained = logp.gather(1, tokens.unsqueeze(1)).squeeze(1)  # (B',)
         # The same additions as beam search's ``scores + logp``, so that beam 1 equals greedy bit for bit.
         if score is None:
             score = gained  # the first step: every sentence is active
@@ -195,8 +198,9 @@ def filter_logits(logits: Tensor, *, top_k: int = 0, top_p: float = 1.0) -> Tens
     if top_p < 1.0:
         ordered, order = logits.sort(dim=-1, descending=True)  # (N, V)
         probs = ordered.softmax(-1)
-        before = probs.cumsum(-1) - probs  # mass of the better tokens; the best token always stays
-        drop = (before >= top_p).scatter(1, order, before >= top_p)  # back to vocabulary order
+        outside = probs.cumsum(-1) - probs >= top_p  # the mass of the better tokens already reaches top_p
+        outside[:, 0] = False  # the best token always stays, even at top_p 0
+        drop = outside.scatter(1, order, outside)  # back to vocabulary order
         logits = logits.masked_fill(drop, float("-inf"))
     return logits
 
@@ -209,11 +213,16 @@ def sample(decoder: SequenceDecoder, code: Code, *, bos: int, eos: int, max_len:
 
     Scores are log-probabilities under the model itself (temperature 1, no filtering).
     """
-    if temperature <= 0:
-        raise ValueError(f"temperature must be > 0 (got {temperature}); use greedy() for temperature 0")
+    if not 0 < temperature < math.inf:
+        raise ValueError(f"temperature must be > 0 and finite (got {temperature}); use greedy() for temperature 0")
 
     def choose(logp: Tensor) -> Tensor:
-        probs = filter_logits(logp / temperature, top_k=top_k, top_p=top_p).softmax(-1)  # (B, V)
+        # Shifted so that the best token is at 0: a tiny temperature then gives 0 and -inf, never -inf alone
+        # (logp / 1e-40 overflows). A row with no allowed token draws from zeros; _decode ends it with eos.
+        best = logp.amax(-1, keepdim=True)  # (B, 1)
+        none = best == float("-inf")
+        scaled = ((logp - best.masked_fill(none, 0.0)) / temperature).masked_fill(none, 0.0)  # (B, V)
+        probs = filter_logits(scaled, top_k=top_k, top_p=top_p).softmax(-1)
         return torch.multinomial(probs, 1, generator=generator).squeeze(1)
 
     return _decode(decoder, code, choose, bos=bos, eos=eos, max_len=max_len, min_len=min_len,
@@ -302,8 +311,22 @@ def _candidates(scores: Tensor, logp: Tensor, width: int, beam: int, live: Tenso
         top, idx = flat.topk(k, dim=1)
     else:
         top, idx = _block_topk(scores, logp, width, k, block, live)
+    top, idx = _ties_by_index(top, idx)
     here = torch.arange(top.shape[0], device=top.device).unsqueeze(1) * width  # (B', 1) first slot of each
     return top, (idx // vocab).clamp(max=width - 1) + here, idx % vocab
+
+
+def _ties_by_index(top: Tensor, idx: Tensor) -> tuple[Tensor, Tensor]:
+    """top (B', k) best first, idx (B', k) -> the same with equal scores in increasing index order, the order in
+    which ``argmax`` (greedy search) picks among equal tokens; ``topk`` leaves it unspecified. Without it beam 1
+    and greedy could part at an exact tie, which bfloat16 logits give often. Ties are rare in float32, so the two
+    small sorts run only when there is one."""
+    if not bool((top[:, 1:] == top[:, :-1]).any()):
+        return top, idx
+    by_index = idx.argsort(1)
+    top, idx = top.gather(1, by_index), idx.gather(1, by_index)
+    by_score = top.argsort(dim=1, descending=True, stable=True)
+    return top.gather(1, by_score), idx.gather(1, by_score)
 
 
 def _to_slots(rows: Tensor, live: Tensor | None, slots: int, fill: float = float("-inf")) -> Tensor:

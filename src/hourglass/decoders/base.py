@@ -50,6 +50,12 @@ class SequenceDecoder(nn.Module):
     def refuse(cls, spec: CodeSpec) -> str | None:
         return None
 
+    @property
+    def max_inputs(self) -> int | None:
+        """The most tokens, bos included, that one sequence may feed the decoder (a Transformer's position
+        table); None: no limit (RNNs)."""
+        return None
+
     def init_state(self, code: Code) -> Any:  # pragma: no cover - abstract
         raise NotImplementedError
 

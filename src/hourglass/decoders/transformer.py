@@ -166,6 +166,10 @@ class TransformerDecoder(SequenceDecoder):
         if tie_embeddings:
             self.output.weight = self.embedding.tokens.weight  # (V, D), shared (Press & Wolf 2017)
 
+    @property
+    def max_inputs(self) -> int:
+        return self.embedding.max_len
+
     def init_state(self, code: Code) -> TransformerState:
         kvs = [layer.cross_attn.project_kv(code.memory) for layer in self.layers]  # L x (B, h, S, dh)
         keys, values = torch.stack([k for k, _ in kvs]), torch.stack([v for _, v in kvs])  # (L, B, h, S, dh)

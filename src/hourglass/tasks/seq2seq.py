@@ -39,6 +39,7 @@ this task provides:
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -56,7 +57,7 @@ from hourglass.decoders.base import SequenceDecoder
 from hourglass.errors import ConfigError
 from hourglass.model import EncoderDecoder
 from hourglass.options import Count, Positive, Size
-from hourglass.search import Hypotheses, beam_search, greedy, sample
+from hourglass.search import Hypotheses, beam_search, gnmt_penalty, greedy, sample
 from hourglass.tasks.base import Task
 
 
@@ -147,7 +148,8 @@ class Seq2SeqTask(Task):
     adds ROUGE-1/2/L (summarization) to BLEU and chrF, at validation (``val/rougeL``, ...) and in ``evaluate``.
     Outputs are at most
     ``min(max_len, ceil(max_len_ratio * source length) + max_len_offset)`` tokens; the source length is the
-    number of real memory positions (``Code.memory_mask``).
+    number of real memory positions (``Code.memory_mask``). A decoder with a position table (Transformer:
+    ``model.decoder.max_len`` positions, bos included) caps them at one less than its size.
     """
 
     decoder_protocol = SequenceDecoder
@@ -244,11 +246,13 @@ class Seq2SeqTask(Task):
 
     # -- generation ---------------------------------------------------------------------------------------------
     def _limits(self, code: Code, max_len_ratio: float | None) -> int | Tensor:
+        inputs = self.decoder.max_inputs  # a search feeds bos and then up to max_len tokens
+        cap = self.max_len if inputs is None else min(self.max_len, inputs - 1)
         if max_len_ratio is None or code.memory_mask is None:
-            return self.max_len
+            return cap
         length = code.memory_mask.flatten(1).sum(1).float()  # (B,) real source positions
         limit = torch.ceil(length * max_len_ratio).long() + self.max_len_offset
-        return limit.clamp(max=self.max_len)
+        return limit.clamp(max=cap)
 
     @torch.no_grad()
     def generate(self, source: Tensor, tokenizer: Tokenizer, *, beam: int | None = None, nbest: int = 1,
@@ -257,7 +261,8 @@ class Seq2SeqTask(Task):
         """A source batch -> hypotheses (token ids; ``tokenizer`` gives bos and eos). beam 1 is greedy search;
         with ``self.sampling`` set, one sample per source, with the minimum length and n-gram blocking (``beam``,
         ``nbest``, the length penalty and pruning are then not used). ``attention=False``: no attention maps
-        (``Hypotheses.attention`` all None), which saves the search from keeping them."""
+        (``Hypotheses.attention`` all None), which saves the search from keeping them. Greedy and beam scores are
+        both divided by the length penalty, so beam 1 answers the same scores on either path."""
         beam = self.beam if beam is None else beam
         ratio = self.max_len_ratio if max_len_ratio is ... else max_len_ratio
         code = self.model.encode(source.to(self.device))
@@ -270,9 +275,11 @@ class Seq2SeqTask(Task):
                 self._generator = torch.Generator(device=self.device).manual_seed(self.sampling.get("seed", 0))
             return sample(self.decoder, code, **ids, **options, no_repeat_ngram=self.no_repeat_ngram,
                           generator=self._generator)
-        if beam == 1 and nbest == 1 and not self.no_repeat_ngram:
-            return greedy(self.decoder, code, **ids)
         alpha = self.length_penalty if length_penalty is None else length_penalty
+        if beam == 1 and nbest == 1 and not self.no_repeat_ngram:
+            found = greedy(self.decoder, code, **ids)
+            scores = [[s / gnmt_penalty(len(t[0]) + 1, alpha)] for t, (s,) in zip(found.tokens, found.scores)]
+            return dataclasses.replace(found, scores=scores)
         return beam_search(self.decoder, code, beam=beam, nbest=nbest, length_penalty=alpha, prune=self.beam_prune,
                            no_repeat_ngram=self.no_repeat_ngram, **ids)
 
