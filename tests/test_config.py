@@ -33,6 +33,17 @@ def test_unknown_key_names_the_closest_valid_key() -> None:
         recipebook.load("digits-ae", ["train.max_epoch=3"])
 
 
+def test_an_unknown_key_from_set_is_said_to_come_from_set_and_its_section_is_suggested(tmp_path) -> None:
+    with pytest.raises(ConfigError, match=r'"train.batch_size" \(given with --set\)\. Did you mean "data.batch_size"'):
+        recipebook.load("digits-ae", ["train.batch_size=64"])
+    (tmp_path / "c.yaml").write_text("name: x\ndata: {name: images, path: digits}\n"
+                                     "model: {encoder: {name: mlp}, decoder: {name: mlp}}\n"
+                                     "task: {name: autoencoder}\ntrain: {batch_size: 8}\n")
+    with pytest.raises(ConfigError, match=r'unknown key "train.batch_size"\. Did you mean "data.batch_size"') as err:
+        recipebook.load(str(tmp_path / "c.yaml"))
+    assert "--set" not in str(err.value)  # this one is in the file
+
+
 def test_unknown_section_is_refused() -> None:
     with pytest.raises(ConfigError, match=r'unknown key "trian".*Did you mean "train"'):
         recipebook.load("digits-ae", ["trian.lr=3"])

@@ -245,3 +245,17 @@ def test_the_search_never_writes_past_the_transformer_decoders_position_table(ra
     for beam in (1, 3):
         hyps = task.generate(torch.tensor([[5, 6, 7], [8, 9, 0]]), tokenizer, beam=beam)
         assert [len(t) for t in hyps.best()] == [7, 7]
+
+
+def test_attention_map_labels_the_word_start_piece_as_such(monkeypatch, tmp_path) -> None:
+    """SentencePiece's "▁" decodes to nothing on its own; the heatmap's row must still say what it is."""
+    from hourglass import plots
+    from hourglass.search import Hypotheses
+    from hourglass.tasks.seq2seq import Seq2SeqTask
+
+    seen = {}
+    monkeypatch.setattr(plots, "attention_map", lambda w, src, tgt, path: seen.update(target=tgt))
+    tokenizer = type("Pieces", (), {"decode": staticmethod(lambda ids: {5: "", 6: "72", 7: " x"}[ids[0]])})()
+    hyps = Hypotheses(tokens=[[[5, 6, 7]]], scores=[[0.0]], attention=[torch.zeros(4, 2)])
+    Seq2SeqTask.attention_figure(hyps, 0, ["a", "b"], tokenizer, tmp_path / "a.png")
+    assert seen["target"] == ["▁", "72", "x", "</s>"]

@@ -140,6 +140,28 @@ def test_evaluate_with_data_and_ref(run_dir, tmp_path, capsys):
     assert json.loads(capsys.readouterr().out)["exact_match"] >= 0.99
 
 
+def test_evaluate_data_without_ref_never_borrows_the_runs_validation_references(run_dir, tmp_path, capsys):
+    """A run validated on two files (val_path, val_ref), given source lines alone, as many as its validation
+    split: they must not be scored against its references (they were, in silence, when the counts matched)."""
+    import shutil
+
+    import yaml
+
+    pairs = reverse_or_copy(40, seed=98)
+    for name, side in (("val.src", 0), ("val.ref", 1), ("other.src", 0)):
+        (tmp_path / name).write_text("".join(f"{p[side]}\n" for p in pairs), encoding="utf-8")
+    run = shutil.copytree(run_dir, tmp_path / "run")
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    config["data"].pop("val_fraction", None)
+    config["data"].update(val_path=str(tmp_path / "val.src"), val_ref=str(tmp_path / "val.ref"))
+    (run / "config.yaml").write_text(yaml.safe_dump(config))
+    assert main(["evaluate", str(run), "--json"]) == 0  # its own validation split, with its references
+    capsys.readouterr()
+    assert main(["evaluate", str(run), "--data", str(tmp_path / "other.src"), "--json"]) != 0
+    captured = capsys.readouterr()
+    assert captured.out == "" and "--ref" in captured.err and "other.src" in captured.err
+
+
 def test_bf16_decoding_gives_the_same_outputs(run_dir, monkeypatch, capsys):
     """--precision bf16-mixed runs the matrix products in bfloat16 (the logits are bfloat16); outputs stay."""
     import torch

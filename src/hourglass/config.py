@@ -55,7 +55,7 @@ class TrainConfig(Strict):
     max_epochs: int = Field(default=20, ge=1)
     max_steps: int = -1
     optimizer: Literal["adam", "adamw", "sgd"] = "adam"
-    lr: float = Field(default=1e-3, gt=0)
+    lr: float = Field(default=1e-3, gt=0, le=1e3)  # above 1e3 only a typo; 1e39 overflows the optimizer
     weight_decay: float = Field(default=0.0, ge=0)
     scheduler: Literal["none", "cosine", "inverse_sqrt", "linear_warmup"] = "none"
     warmup_steps: int = Field(default=0, ge=0)
@@ -138,14 +138,44 @@ def _keys_at(model: type[BaseModel], loc: tuple) -> list[str]:
     return list(model.model_fields)
 
 
-def config_error(err: ValidationError, source: str) -> ConfigError:
-    """Turn pydantic's report into one paragraph per problem."""
+def _elsewhere(leaf: str, raw: dict[str, Any]) -> list[str]:
+    """The dotted keys, in other sections, that take the option ``leaf``: the fixed sections' fields, and the
+    options of the dataset and task that ``raw`` names (their classes' keyword arguments)."""
+    found = [f"{section}.{leaf}" for section, model in (("train", TrainConfig), ("model", ModelConfig),
+                                                          ("trainer", TrainerConfig)) if leaf in model.model_fields]
+    from hourglass._registry import DATASETS, TASKS, load_components  # late: the registries import the config
+    from hourglass.options import parameters
+
+    load_components()
+    for section, registry in (("data", DATASETS), ("task", TASKS)):
+        name = (raw.get(section) or {}).get("name") if isinstance(raw.get(section), dict) else None
+        if name in registry.names() and leaf in parameters(registry.get(name)):
+            found.append(f"{section}.{leaf}")
+    return found
+
+
+def _hint(loc: tuple, raw: dict[str, Any]) -> str:
+    """A "did you mean" for an unknown key: a close name in its section, else the same name in another."""
+    hint = did_you_mean(str(loc[-1]), _keys_at(Config, loc))
+    if hint or len(loc) != 2:
+        return hint
+    try:
+        others = _elsewhere(str(loc[-1]), raw)
+    except Exception:  # a hint must never hide the error it is for
+        others = []
+    return f' Did you mean {" or ".join(f"{o!r}" for o in others)}?'.replace("'", '"') if others else ""
+
+
+def config_error(err: ValidationError, source: str, raw: dict[str, Any] | None = None,
+                 given: tuple[str, ...] = ()) -> ConfigError:
+    """Turn pydantic's report into one paragraph per problem; a key set with ``--set`` (``given``) is said so."""
     lines = []
     for e in err.errors():
         key = ".".join(str(p) for p in e["loc"])
         if e["type"] == "extra_forbidden":
-            hint = did_you_mean(str(e["loc"][-1]), _keys_at(Config, e["loc"]))
-            lines.append(f'unknown key "{key}".{hint} Remove it or fix its spelling.')
+            hint = _hint(e["loc"], raw or {})
+            origin = " (given with --set)" if key in given else ""
+            lines.append(f'unknown key "{key}"{origin}.{hint} Remove it or fix its spelling.')
         elif e["type"] == "missing":
             lines.append(f'the key "{key}" is required but missing. Add it to the config.')
         else:
@@ -153,13 +183,15 @@ def config_error(err: ValidationError, source: str) -> ConfigError:
     return ConfigError(f"Config {source}: " + " Also, ".join(lines))
 
 
-def validate(raw: dict[str, Any], source: str) -> Config:
+def validate(raw: dict[str, Any], source: str, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """``raw`` (read from ``source``, with the ``--set`` ``overrides`` applied) -> a checked Config."""
     if not isinstance(raw, dict):
         raise ConfigError(f"Config {source}: the top level must be a mapping of sections (data, model, task, ...).")
     try:
         return Config.model_validate(raw)
     except ValidationError as err:
-        raise config_error(err, source) from None
+        given = tuple(item.partition("=")[0].strip() for item in overrides)
+        raise config_error(err, source, raw, given) from None
 
 
 def read_yaml(path: Path) -> dict[str, Any]:
@@ -174,7 +206,7 @@ def read_yaml(path: Path) -> dict[str, Any]:
 
 def load_config(path: Path, overrides: list[str] = ()) -> Config:
     raw = apply_overrides(read_yaml(path), list(overrides))
-    return validate(raw, str(path))
+    return validate(raw, str(path), overrides)
 
 
 def save_config(config: Config, path: Path) -> None:

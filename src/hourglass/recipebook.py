@@ -46,4 +46,4 @@ def resolve(spec: str | None) -> Path:
 def load(spec: str | None, overrides: list[str] = ()) -> Config:
     path = resolve(spec)
     raw = apply_overrides(read_yaml(path), list(overrides))
-    return validate(raw, str(path))
+    return validate(raw, str(path), overrides)

@@ -67,10 +67,8 @@ class Run:
             raise DataError(f'--ref gives the references of parallel text or captions; the data of {self.path} '
                             f'("{kind}") reads its targets with its inputs. Leave --ref out.')
         opts = dict(self.config.data.options(), val_path=str(data_path))
-        if ref_path is not None:
-            opts["val_ref"] = str(ref_path)
-        else:  # the run's own validation references do not belong to other inputs
-            opts.pop("val_ref", None)
+        if "val_ref" in takes:  # None without --ref: the run's own validation references belong to other inputs
+            opts["val_ref"] = None if ref_path is None else str(ref_path)
         data = build_data(self.config.model_copy(update={"data": self.config.data.model_copy(update=opts)}))
         data.load_artifacts(self.path)
         data.setup("fit")
@@ -105,7 +103,10 @@ class Run:
             )
         x = torch.as_tensor(array, dtype=torch.float32)
         if tuple(x.shape[1:]) != tuple(shape):
-            raise DataError(f"Expected images of shape (N, {', '.join(map(str, shape))}), got {tuple(x.shape)}.")
+            want = f"(N, {', '.join(map(str, shape))})"
+            raise DataError(f"The model of {self.path} reads images of shape {want} (N, C, H, W), but these are "
+                            f"{tuple(x.shape)}. Resize them to {tuple(shape[-2:])} (data.resize when reading a folder), "
+                            "or use a run trained on images of this size.")
         return x
 
     def _autoencoder(self, use: str):

@@ -10,7 +10,7 @@ def count(text: str) -> int:
     """A whole number of at least 1."""
     value = _int(text)
     if value is None or value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a count: give a whole number of at least 1, e.g. -n 16")
+        raise argparse.ArgumentTypeError(f"{text!r} is not a count: give a whole number of at least 1, such as 16")
     return value
 
 

@@ -25,8 +25,20 @@ _END = object()
 
 
 def register(sub) -> None:
-    p = sub.add_parser("translate", aliases=["summarize"],
-                       help="translate (or summarize) lines from stdin or --input with a trained seq2seq run")
+    # Two parsers, not an alias, so that each one's --help names itself.
+    for name, what in (("translate", "translate lines"), ("summarize", "summarize articles, one a line,")):
+        _register_translate(sub, name, f"{what} from stdin or --input with a trained seq2seq run")
+
+    p = sub.add_parser("attention", help="draw the attention map of one translation (or image caption) as a PNG")
+    p.add_argument("run")
+    p.add_argument("sentence", help="the sentence to translate, or an image file for a captioning run")
+    p.add_argument("--output", required=True, type=file_ending(".png"), metavar="FILE.png")
+    p.add_argument("--beam", type=count, help="beam size (default: the run's task.beam)")
+    p.set_defaults(func=cmd_attention)
+
+
+def _register_translate(sub, name: str, help: str) -> None:
+    p = sub.add_parser(name, help=help)
     p.add_argument("run", help="the run directory")
     p.add_argument("--input", metavar="FILE", help="read this file (plain or .gz) instead of stdin (- for stdin)")
     p.add_argument("--nbest", type=count, default=1, help="hypotheses per line (<= beam)")
@@ -38,13 +50,6 @@ def register(sub) -> None:
                    help="most lines read ahead and sorted by length into batches (default 1024)")
     add_precision(p)
     p.set_defaults(func=cmd_translate)
-
-    p = sub.add_parser("attention", help="draw the attention map of one translation (or image caption) as a PNG")
-    p.add_argument("run")
-    p.add_argument("sentence", help="the sentence to translate, or an image file for a captioning run")
-    p.add_argument("--output", required=True, type=file_ending(".png"), metavar="FILE.png")
-    p.add_argument("--beam", type=count, help="beam size (default: the run's task.beam)")
-    p.set_defaults(func=cmd_attention)
 
 
 def add_search_options(p) -> None:

@@ -417,8 +417,8 @@ class Seq2SeqTask(Task):
         weights = hyps.attention[k]
         if weights is None:
             return None  # a decoder without attention
-        target = [tokenizer.decode([t]) or "?" for t in hyps.tokens[k][0]] + ["</s>"]
-        target = [p.replace(" ", "") or "▁" for p in target]
+        # A piece that decodes to nothing alone is the word-start marker "▁" of SentencePiece
+        target = [tokenizer.decode([t]).replace(" ", "") or "▁" for t in hyps.tokens[k][0]] + ["</s>"]
         return plots.attention_map(weights[:, : len(source_labels)].float().numpy(), source_labels, target, path)
 
 
