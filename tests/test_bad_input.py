@@ -218,3 +218,16 @@ def test_resume_refuses_a_changed_model_and_an_extra_recipe(capsys, tmp_path: Pa
     err = _fails(capsys, "train", "mnist-ae", "--resume", str(run))
     assert "recipe mnist-ae would be ignored" in err
     assert (run / "config.yaml").read_text() == config
+
+
+def test_the_cli_prints_our_own_warnings_without_python_source_lines() -> None:
+    import os
+    import warnings
+
+    from hourglass import cli
+
+    cli._quiet()
+    ours = os.sep.join(["", "site", "hourglass", "tasks", "seq2seq.py"])
+    assert warnings.formatwarning("1 source truncated", UserWarning, ours, 290, "source = ...") == \
+        "warning: 1 source truncated\n"
+    assert "lightning" in warnings.formatwarning("x", UserWarning, "/site/lightning/trainer.py", 1, "code")

@@ -21,6 +21,18 @@ def _quiet() -> None:
                     ".*Checkpoint directory.*exists and is not empty.*", ".*TensorBoard.*", ".*isinstance.*"):
         warnings.filterwarnings("ignore", message=pattern)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    warnings.formatwarning = _format_warning
+
+
+_python_format = warnings.formatwarning
+
+
+def _format_warning(message, category, filename, lineno, line=None) -> str:
+    """Our own warnings (a truncated sentence, a skipped line) are written for users: "warning: ..." alone, without
+    the Python file, line and source that the default format adds; other libraries' keep that format."""
+    if f"{os.sep}hourglass{os.sep}" in str(filename):
+        return f"warning: {message}\n"
+    return _python_format(message, category, filename, lineno, line)
 
 
 def _interrupted(run: str) -> str:
