@@ -97,30 +97,28 @@ def test_validation_takes_whole_conversations_and_the_separator_is_one_piece(tmp
     assert data.dialogue_source(["one", "two", "", "three"]) == "two" + SEP + "three"
 
 
-def test_chat_answers_each_line_from_the_conversation_so_far_and_an_empty_line_starts_anew(tmp_path):
+def _chat_run(tmp_path, reply) -> tuple[SimpleNamespace, list[str]]:
+    """A run whose model answers ``reply(n)`` to the n-th source, and the list of the sources it was given."""
     data = ParallelDataModule(jsonl=str(tmp_path / "unused.jsonl"), turns_field="turns", context_turns=3)
     sources = []
 
     def translate(items, _data):
         sources.append(items[0])
-        return [[(f"r{len(sources)}", 0.0)]]
+        return [[(reply(len(sources)), 0.0)]]
 
+    return SimpleNamespace(data=data, task=SimpleNamespace(translate=translate)), sources
+
+
+def test_chat_answers_each_line_from_the_conversation_so_far_and_an_empty_line_starts_anew(tmp_path):
+    run, sources = _chat_run(tmp_path, lambda n: f"r{n}")
     out = io.StringIO()
-    run = SimpleNamespace(data=data, task=SimpleNamespace(translate=translate))
     assert chat(run, iter(["hi\n", " how   are you \n", "\n", "again\n", "more\n"]), out) == 5
     assert out.getvalue() == "r1\nr2\n\nr3\nr4\n"
     assert sources == ["hi", SEP.join(["hi", "r1", "how are you"]), "again", SEP.join(["again", "r3", "more"])]
 
 
 def test_chat_keeps_a_typed_or_generated_separator_as_text_not_as_a_turn_boundary(tmp_path):
-    data = ParallelDataModule(jsonl=str(tmp_path / "unused.jsonl"), turns_field="turns", context_turns=3)
-    sources = []
-
-    def translate(items, _data):
-        sources.append(items[0])
-        return [[(f"bot{TURN_SEPARATOR}reply", 0.0)]]
-
-    run = SimpleNamespace(data=data, task=SimpleNamespace(translate=translate))
+    run, sources = _chat_run(tmp_path, lambda n: f"bot{TURN_SEPARATOR}reply")
     chat(run, iter([f"a {TURN_SEPARATOR} b\n", "c\n"]), io.StringIO())
     assert sources[0] == "a <turn > b" and sources[0].count(TURN_SEPARATOR) == 0
     assert sources[1] == SEP.join(["a <turn > b", "bot<turn >reply", "c"])  # two boundaries for three turns

@@ -148,7 +148,8 @@ def _elsewhere(leaf: str, raw: dict[str, Any]) -> list[str]:
 
     load_components()
     for section, registry in (("data", DATASETS), ("task", TASKS)):
-        name = (raw.get(section) or {}).get("name") if isinstance(raw.get(section), dict) else None
+        part = raw.get(section)
+        name = part.get("name") if isinstance(part, dict) else None
         if name in registry.names() and leaf in parameters(registry.get(name)):
             found.append(f"{section}.{leaf}")
     return found
@@ -163,7 +164,8 @@ def _hint(loc: tuple, raw: dict[str, Any]) -> str:
         others = _elsewhere(str(loc[-1]), raw)
     except Exception:  # a hint must never hide the error it is for
         others = []
-    return f' Did you mean {" or ".join(f"{o!r}" for o in others)}?'.replace("'", '"') if others else ""
+    quoted = " or ".join(f'"{key}"' for key in others)
+    return f" Did you mean {quoted}?" if others else ""
 
 
 def config_error(err: ValidationError, source: str, raw: dict[str, Any] | None = None,

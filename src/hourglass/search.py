@@ -17,7 +17,8 @@ Conventions shared by all three:
   the final eos row, one column per real source token (when the Code has a ``memory_mask``). It is None when
   the decoder returns no attention, or when the caller passes ``attention=False``: then the search does not
   keep the weights at all (beam search would otherwise reorder every beam's whole attention history at each
-  step: 3.7% (Transformer) to 5.6% (GRU) of a batched beam search on Multi30k), as fairseq keeps them only for ``--print-alignment``.
+  step: 3.7% (Transformer) to 5.6% (GRU) of a batched beam search on Multi30k), as fairseq keeps them only for
+  ``--print-alignment``.
 """
 from __future__ import annotations
 
