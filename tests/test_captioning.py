@@ -2,6 +2,7 @@
 ``caption`` and ``attention`` commands, and one clear paragraph for each bad input."""
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
@@ -256,4 +257,14 @@ def test_caption_and_attention_commands(tiny_run: Path, mnist_dir: Path, tmp_pat
     assert main(["attention", str(tiny_run), str(image), "--output", str(out)]) == 0
     assert out.stat().st_size > 1000 and Image.open(out).size[0] > 100
     assert main(["caption", str(tiny_run), str(tmp_path / "missing.png")]) == 2
-    assert "missing.png" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "missing.png" in err and "give the paths of image files" in err and "captions" not in err
+
+
+@pytest.mark.parametrize("command", ["translate", "summarize"])
+def test_text_commands_send_a_captioning_run_to_caption(command: str, tiny_run: Path, monkeypatch, capsys) -> None:
+    """They read stdin lines as image paths and said the "image(s) cannot be read", to remove their captions."""
+    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(b"ein Hund\n")))
+    assert main([command, str(tiny_run)]) == 2
+    err = capsys.readouterr().err
+    assert f"captions images, and `{command}` reads text lines" in err and f"hourglass caption {tiny_run} IMAGE" in err

@@ -210,3 +210,29 @@ def test_train_takes_extra_callbacks_and_can_skip_the_report(tiny_config, tmp_pa
     assert Count.steps == 8  # one epoch: the training split of the 300 digits, in batches of 32
     assert (run_dir / "config.yaml").is_file() and (run_dir / "checkpoints" / "last.safetensors").is_file()
     assert not (run_dir / "metrics.json").exists() and not (run_dir / "report.html").exists()
+
+
+@pytest.mark.parametrize("key, keys, when", [
+    ("train.monitor", ["train.monitor=val/blue"], "before its first step"),  # caught by the sanity check
+    ("train.early_stopping.monitor", ["train.early_stopping={monitor: val/mes}", "trainer.num_sanity_val_steps=0"],
+     "at its first validation"),
+])
+def test_a_monitored_metric_the_task_never_logs_is_refused_at_the_first_validation(key, keys, when, tiny_config,
+                                                                                     tmp_path) -> None:
+    """Lightning raised its own MisconfigurationException only when the first checkpoint was due, after an epoch;
+    now the key, what the task does log, a close name and what to do come before (or at) the first validation."""
+    from hourglass.errors import ConfigError
+
+    with pytest.raises(ConfigError) as err:
+        train(tiny_config("digits-ae", "train.max_epochs=2", *keys), out=str(tmp_path / "r"))
+    said = str(err.value)
+    assert f"{key} is 'val/" in said and "val/loss, val/mse, val/recon" in said and when in said
+    assert ('Did you mean "val/mse"?' in said) == ("mes" in keys[0])  # "val/blue" is not close to any of them
+    assert "run the same command again" in said and not (tmp_path / "r" / "checkpoints").exists()
+
+
+def test_a_run_stopped_before_any_validation_says_it_has_no_best_checkpoint(tiny_config, tmp_path) -> None:
+    with pytest.warns(UserWarning, match="stopped after 2 steps, before any validation") as caught:
+        run = train(tiny_config("digits-ae", "train.max_steps=2"), out=str(tmp_path / "r"))
+    assert not any("could not find the monitored key" in str(w.message) for w in caught if "hourglass" in w.filename)
+    assert (run / "model.safetensors").is_file() and not (run / "checkpoints" / "best.safetensors").exists()

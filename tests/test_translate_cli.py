@@ -49,6 +49,16 @@ def test_length_sorted_batches_give_the_same_outputs_in_input_order(run_dir):
     assert [text for text, _ in alone[:3]] == ["e d c b a", "f", "e d"]
 
 
+def test_python_translate_answers_a_blank_sentence_as_the_cli_does(run_dir):
+    """``task.translate([""])`` decoded the empty source into some sentence, where the CLI writes an empty line."""
+    from hourglass.cli.text import load_seq2seq
+
+    run = load_seq2seq(str(run_dir))
+    got = run.task.translate(["  ", "R a b", ""], run.data, beam=3, nbest=2)
+    assert got[0] == got[2] == [("", 0.0), ("", 0.0)] and got[1][0][0] == "b a" and len(got[1]) == 2
+    assert run.task.translate([""], run.data) == [[("", 0.0)]] and run.task.translate([], run.data) == []
+
+
 def test_translate_buffer_sorts_but_writes_in_input_order(run_dir, monkeypatch, capsys):
     text = "R a b c d e\nC f\nR d e\nC a b c d\n"
     status, out = translate(monkeypatch, capsys, run_dir, text, "--batch", "2", "--buffer", "4")

@@ -24,7 +24,7 @@ from hourglass import resume as resuming
 from hourglass._registry import DATASETS, TASKS, load_components
 from hourglass.checkpoint import SafetensorsCheckpointIO, load_tree
 from hourglass.config import Config, save_config
-from hourglass.errors import ConfigError, did_you_mean
+from hourglass.errors import ConfigError, closest, did_you_mean
 from hourglass.io import atomic_write_json
 from hourglass.model import build_model
 from hourglass.options import absolute_data_paths, build
@@ -135,6 +135,52 @@ class FlushLogs(Callback):
             logger.save()
 
 
+class MonitoredKeys(Callback):
+    """Refuse a ``train.monitor`` or ``train.early_stopping.monitor`` that the task does not log, at the first
+    validation (the sanity check, before any training step). Lightning would raise its own exception only when the
+    first checkpoint is due, after a whole epoch, from deep inside its checkpoint callback."""
+
+    def __init__(self, config: Config) -> None:
+        tc = config.train
+        self.wanted = {"train.monitor": tc.monitor}
+        if tc.early_stopping:
+            self.wanted["train.early_stopping.monitor"] = tc.early_stopping.monitor
+        self.checked = False
+
+    def on_sanity_check_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._check(trainer)
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.sanity_checking:  # the first validation, when the sanity check is switched off
+            self._check(trainer)
+
+    def _check(self, trainer: L.Trainer) -> None:
+        logged = sorted(k for k in trainer.callback_metrics if k.startswith("val/"))
+        if self.checked or not logged:  # no validation metric to compare with yet
+            return
+        self.checked = True
+        for key, name in self.wanted.items():
+            if name not in logged and not name.startswith("train/"):  # train/ metrics appear after a step
+                # Compared without the shared "val/", which made "val/bleu" look like "val/mse".
+                hit = closest(name.rpartition("/")[2], [k[4:] for k in logged])
+                hint = f' Did you mean "val/{hit}"?' if hit else ""
+                raise ConfigError(
+                    f"{key} is {name!r}, but this task logs no such metric; its validation metrics are "
+                    f"{', '.join(logged)}.{hint} Set {key} to one of them (for example --set {key}=val/loss) "
+                    f"and {self._then(trainer)}"
+                )
+
+    @staticmethod
+    def _then(trainer: L.Trainer) -> str:
+        """What to do after fixing the key; a run with a checkpoint already is never trained over."""
+        if trainer.sanity_checking:
+            return "run the same command again: training stopped before its first step."
+        stopped = f"training stopped at its first validation, after {trainer.global_step} steps"
+        if _has_weights(Path(trainer.default_root_dir)):
+            return f"start again with a new --out: {stopped}, and {trainer.default_root_dir} keeps its checkpoint."
+        return f"run the same command again: {stopped}, before its first checkpoint."
+
+
 def make_trainer(config: Config, run_dir: Path, extra_callbacks: Sequence[Callback] = (),
                  log_history: Sequence[dict] = ()) -> L.Trainer:
     """The Lightning Trainer of a run; ``extra_callbacks`` run before hourglass's own. ``log_history``: CSV log
@@ -151,7 +197,7 @@ def make_trainer(config: Config, run_dir: Path, extra_callbacks: Sequence[Callba
                                  save_top_k=1, enable_version_counter=False)
     for cb in (best, last_steps, last_epoch):
         cb.FILE_EXTENSION = ".safetensors"
-    callbacks = [*extra_callbacks, FlushLogs(), best, last_steps, last_epoch]
+    callbacks = [*extra_callbacks, FlushLogs(), MonitoredKeys(config), best, last_steps, last_epoch]
     if tc.early_stopping:
         es = tc.early_stopping
         # Checked after each validation, not at the end of a training epoch: a run whose train.max_steps ends
@@ -236,6 +282,10 @@ def finish(config: Config, task, data, trainer: L.Trainer, run_dir: Path, second
         task.load_state_dict(averaged)
     elif best.best_model_path and Path(best.best_model_path).is_file():
         task.load_state_dict(load_tree(Path(best.best_model_path))["state_dict"])
+    else:
+        warnings.warn(f"Training stopped after {trainer.global_step} steps, before any validation that measures "
+                      f"{config.train.monitor}, so there is no best checkpoint: model.safetensors holds the last "
+                      "weights. Train at least one epoch (raise train.max_steps) to keep the best ones.", UserWarning)
     task.to("cpu")
     save_weights(task.model, run_dir / "model.safetensors", {"config": config.to_dict()})
     data.save_artifacts(run_dir)

@@ -18,7 +18,8 @@ def _quiet() -> None:
     for name in ("lightning", "lightning.pytorch", "lightning.fabric", "pytorch_lightning"):
         logging.getLogger(name).setLevel(logging.WARNING)
     for pattern in (".*does not have many workers.*", ".*number of training batches.*", ".*LeafSpec.*",
-                    ".*Checkpoint directory.*exists and is not empty.*", ".*TensorBoard.*", ".*isinstance.*"):
+                    ".*Checkpoint directory.*exists and is not empty.*", ".*TensorBoard.*", ".*isinstance.*",
+                    ".*could not find the monitored key.*"):  # hourglass.training says it plainly (finish)
         warnings.filterwarnings("ignore", message=pattern)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     warnings.formatwarning = _format_warning

@@ -199,13 +199,9 @@ def translate_stream(run, lines: Iterator[str], out: IO[str], *, beam: int | Non
     ratio = task.max_len_ratio if max_len_ratio is None else max_len_ratio
     done = 0
     for chunk in available_batches(lines, max(batch, buffer or batch)):
-        texts = [line.strip() for line in chunk]
-        real = [i for i, t in enumerate(texts) if t]  # empty lines are answered with empty lines
-        results = task.translate([texts[i] for i in real], data, beam=beam, nbest=nbest, max_len_ratio=ratio,
-                                 batch_size=batch)
-        by_line = dict(zip(real, results))
-        for i in range(len(texts)):
-            hyps = by_line.get(i, [("", 0.0)] * nbest)
+        texts = [line.strip() for line in chunk]  # an empty line is answered with an empty line (task.translate)
+        results = task.translate(texts, data, beam=beam, nbest=nbest, max_len_ratio=ratio, batch_size=batch)
+        for i, hyps in enumerate(results):
             if nbest == 1:
                 out.write(hyps[0][0] + "\n")
             else:
@@ -222,6 +218,11 @@ def cmd_translate(args) -> int:
     if args.beam is not None and args.nbest > args.beam:
         raise HourglassError(f"--nbest must be at most the beam size (got --nbest {args.nbest}, --beam {args.beam}).")
     run = load_seq2seq(args.run)
+    if run.data.context().modality == "image":
+        raise HourglassError(
+            f"The run {args.run} captions images, and `{args.command}` reads text lines. Caption image files with "
+            f"`hourglass caption {args.run} IMAGE...`."
+        )
     set_search_options(run, args)
     set_sampling(run, args)
     beam = max(run.task.beam, args.nbest)  # an n-best list needs a beam at least that wide

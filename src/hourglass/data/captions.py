@@ -168,8 +168,10 @@ def _fit(im: Image.Image, size: Sequence[int], fit: Fit) -> Image.Image:
 
 
 def read_image_files(files: Sequence[str | Path], *, resize: Optional[Sequence[int]] = None,
-                     channels: Optional[int] = None, fit: Fit = "stretch") -> np.ndarray:
-    """Decode image files -> float32 (N, C, H, W) in [0, 1]; every unreadable file is listed in one DataError.
+                     channels: Optional[int] = None, fit: Fit = "stretch",
+                     otherwise: str = "remove their captions") -> np.ndarray:
+    """Decode image files -> float32 (N, C, H, W) in [0, 1]; every unreadable file is listed in one DataError,
+    which ends with "re-export them as PNG or JPEG, or ``otherwise``".
 
     resize: (H, W), bilinear (as PIL), with ``fit`` (see :func:`_fit`); without it all images must have one size.
     channels: 1 or 3, or None for grey when every image is grey and RGB otherwise.
@@ -187,7 +189,7 @@ def read_image_files(files: Sequence[str | Path], *, resize: Optional[Sequence[i
             broken.append(f"{file} ({type(err).__name__})")
     if broken:
         raise DataError(f"{len(broken)} image(s) cannot be read: {_listing(broken)}. They are missing, corrupt or "
-                        "not images; re-export them as PNG or JPEG, or remove their captions.")
+                        f"not images; re-export them as PNG or JPEG, or {otherwise}.")
     sizes = sorted({a.shape[:2] for a in decoded})
     if len(sizes) > 1:
         (h1, w1), (h2, w2) = sizes[0], sizes[-1]
@@ -366,7 +368,8 @@ class CaptionDataModule(DataModule):
                 raise DataError(f"Images of shape {bad[0]} do not fit a model trained on {(c, h, w)} (C, H, W). "
                                 "Pass image files, which are resized, or arrays of the training shape.")
             return torch.from_numpy(np.stack(arrays))
-        return torch.from_numpy(read_image_files(list(items), resize=(h, w), channels=c, fit=self.fit))
+        return torch.from_numpy(read_image_files(list(items), resize=(h, w), channels=c, fit=self.fit,
+                                                 otherwise="give the paths of image files"))
 
     @property
     def val_set(self) -> TensorDataset:

@@ -290,19 +290,21 @@ class Seq2SeqTask(Task):
         With ``batch_size``, the inputs are decoded that many at a time, token sources sorted by length first
         (as fairseq and Marian do): a batch of similar lengths pads little, so the encoder, the attention and the
         search's steps follow each batch's own lengths. A sentence gets the same output in any batch (up to float
-        rounding; sampling's random draws do depend on the batch).
+        rounding; sampling's random draws do depend on the batch). An empty or blank sentence is answered with
+        ``nbest`` empty texts scored 0, without decoding, as ``hourglass translate`` answers an empty line.
         """
-        if not len(items):
-            return []
-        source = data.encode_sources(items)  # (B, S) token ids, or a batch of images
+        real = [i for i, item in enumerate(items) if not (isinstance(item, str) and not item.strip())]
+        results: list[list[tuple[str, float]]] = [[("", 0.0)] * nbest for _ in items]
+        if not real:
+            return results
+        source = data.encode_sources([items[i] for i in real])  # (B, S) token ids, or a batch of images
         decode = data.target_tokenizer.decode
-        results: list[list[tuple[str, float]]] = [[] for _ in items]
         pad_id = getattr(getattr(data, "source_tokenizer", None), "pad_id", PAD_ID)  # what encode_sources pads with
-        for rows, part in _length_batches(source, batch_size or len(items), pad_id):
+        for rows, part in _length_batches(source, batch_size or len(real), pad_id):
             hyps = self.generate(part, data.target_tokenizer, beam=beam, nbest=nbest, max_len_ratio=max_len_ratio,
                                  attention=False)  # text only: no attention maps to keep
             for row, ts, ss in zip(rows, hyps.tokens, hyps.scores):
-                results[row] = [(decode(t), s) for t, s in zip(ts, ss)]
+                results[real[row]] = [(decode(t), s) for t, s in zip(ts, ss)]
         return results
 
     # -- validation: loss and BLEU --------------------------------------------------------------------------------
