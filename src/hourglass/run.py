@@ -149,6 +149,13 @@ class Run:
         z = torch.randn(n, dim, generator=torch.Generator().manual_seed(seed))
         return self.decode(z.numpy())
 
+    def export_onnx(self, out_dir: str | Path) -> dict[str, Any]:
+        """ONNX graphs of this image run into ``out_dir``, checked with onnxruntime (:mod:`hourglass.export`);
+        returns what export.json holds."""
+        from hourglass.export import export
+
+        return export(self, Path(out_dir))
+
 
 def load_run(path: str | Path) -> Run:
     return Run.load(path)

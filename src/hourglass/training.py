@@ -283,7 +283,8 @@ def finish(config: Config, task, data, trainer: L.Trainer, run_dir: Path, second
     elif best.best_model_path and Path(best.best_model_path).is_file():
         task.load_state_dict(load_tree(Path(best.best_model_path))["state_dict"])
     else:
-        warnings.warn(f"Training stopped after {trainer.global_step} steps, before any validation that measures "
+        steps = f"{trainer.global_step} step{'s' if trainer.global_step != 1 else ''}"
+        warnings.warn(f"Training stopped after {steps}, before any validation that measures "
                       f"{config.train.monitor}, so there is no best checkpoint: model.safetensors holds the last "
                       "weights. Train at least one epoch (raise train.max_steps) to keep the best ones.", UserWarning)
     task.to("cpu")

@@ -9,7 +9,7 @@ import warnings
 
 from hourglass.errors import HourglassError
 
-COMMAND_MODULES = ("core", "images", "vision", "text", "chat", "captions")
+COMMAND_MODULES = ("core", "images", "vision", "text", "chat", "captions", "export")
 
 
 def _quiet() -> None:
