@@ -167,6 +167,8 @@ def test_option_out_of_range_is_refused_before_anything_runs(capsys, tmp_path: P
     ("trainer.precision=foo", "Precision 'foo' is invalid"),
     ("trainer.strategy=ddpx", "invalid strategy name"),
     ("trainer.max_epochs=3", '"trainer.max_epochs" is set by hourglass from train.max_epochs'),
+    ("trainer.devices=abc", "should be an int > 0"),  # a TypeError inside Lightning
+    ("trainer.precision=64", "(float64) is not supported"),  # failed in the first conv, float32 input
 ])
 def test_bad_trainer_value_is_a_config_error_and_writes_nothing(capsys, tmp_path: Path, setting: str,
                                                                 words: str) -> None:

@@ -90,3 +90,15 @@ def test_duplicate_registration_is_an_error() -> None:
     reg.register("a")(type("A", (), {}))
     with pytest.raises(RegistryError, match='registered twice'):
         reg.register("a")(type("B", (), {}))
+
+
+def test_a_utf16_config_is_read_and_a_latin1_one_is_refused_with_its_line(tmp_path) -> None:
+    """read_yaml decoded UTF-8 only: a UTF-16 file (PowerShell's `>`) gave a UnicodeDecodeError traceback."""
+    from hourglass.config import read_yaml
+    from hourglass.errors import ConfigError
+
+    (tmp_path / "u16.yaml").write_text("name: mine\nseed: 3\n", encoding="utf-16")
+    assert read_yaml(tmp_path / "u16.yaml") == {"name": "mine", "seed": 3}
+    (tmp_path / "l1.yaml").write_bytes("seed: 1\nname: caf\xe9\n".encode("latin-1"))
+    with pytest.raises(ConfigError, match=r"l1.yaml is not utf-8 text: byte 17 \(line 2\).*Save the file as UTF-8"):
+        read_yaml(tmp_path / "l1.yaml")

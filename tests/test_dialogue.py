@@ -119,7 +119,9 @@ def test_chat_answers_each_line_from_the_conversation_so_far_and_an_empty_line_s
 
 def test_chat_keeps_a_typed_or_generated_separator_as_text_not_as_a_turn_boundary(tmp_path):
     run, sources = _chat_run(tmp_path, lambda n: f"bot{TURN_SEPARATOR}reply")
-    chat(run, iter([f"a {TURN_SEPARATOR} b\n", "c\n"]), io.StringIO())
+    out = io.StringIO()
+    chat(run, iter([f"a {TURN_SEPARATOR} b\n", "c\n"]), out)
+    assert out.getvalue() == "bot<turn >reply\n" * 2  # printed as the history holds it (was the raw <turn>)
     assert sources[0] == "a <turn > b" and sources[0].count(TURN_SEPARATOR) == 0
     assert sources[1] == SEP.join(["a <turn > b", "bot<turn >reply", "c"])  # two boundaries for three turns
 

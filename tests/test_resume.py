@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import torch
 
 from hourglass.checkpoint import load_tree, read_metadata
@@ -121,3 +122,17 @@ def test_resume_of_a_missing_run_is_a_clear_error(tmp_path: Path, capsys) -> Non
     assert main(["train", "--resume", str(tmp_path / "nope")]) == 2
     err = capsys.readouterr().err
     assert "Cannot resume" in err and str(tmp_path / "nope") in err and "not a run directory" in err
+
+
+@pytest.mark.parametrize("tree", ['{"epoch": 1}', "not json", "[1, 2]"])
+def test_a_checkpoint_with_a_hand_edited_header_is_refused_clearly(tmp_path: Path, tree: str) -> None:
+    """A header whose tree lacked state_dict ended in KeyError: 'state_dict' from deep inside resume."""
+    from safetensors.torch import save_file
+
+    from hourglass.checkpoint import FORMAT
+    from hourglass.errors import CheckpointError
+
+    path = tmp_path / "last.safetensors"
+    save_file({"w": torch.zeros(2)}, str(path), metadata={"format": FORMAT, "tree": tree})
+    with pytest.raises(CheckpointError, match="has a damaged checkpoint header"):
+        load_tree(path)

@@ -218,7 +218,8 @@ def test_data_module_batches_context_artifacts_and_resume(squares, tmp_path: Pat
     ctx = dm.context()
     assert ctx.encoder["input_shape"] == (3, H, W) and ctx.decoder == {"output_shape": (3, H, W), "num_classes": 2}
     dm.save_artifacts(tmp_path)
-    assert json.loads((tmp_path / "classes.json").read_text()) == {"classes": CLASSES, "ignore_index": 255}
+    assert json.loads((tmp_path / "classes.json").read_text()) == {"classes": CLASSES, "ignore_index": 255,
+                                                                    "input_shape": [3, H, W]}
 
     def epoch(n: int, skip: int = 0) -> list[torch.Tensor]:
         """Epoch n's augmented batches, from a fresh loader, after ``skip`` batches (a resumed run)."""
@@ -329,3 +330,58 @@ def test_segment_writes_masks_and_overlays(seg_run: Path, squares, tmp_path: Pat
     assert np.asarray(Image.open(out / "big-overlay.png")).shape == (26, 34, 3)
     assert main(["segment", str(seg_run), str(tmp_path / "missing.png"), "--output", str(out)]) == 2
     assert f"The input {tmp_path / 'missing.png'} does not exist" in capsys.readouterr().err
+
+
+def test_segment_never_overwrites_its_inputs(seg_run: Path, squares, tmp_path: Path, capsys) -> None:
+    """`segment a.png --output <a.png's folder>` wrote a's mask over a itself: the photo was lost."""
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for name in ("img000.png", "img001.png"):
+        (folder / name).write_bytes((squares[1] / "images" / name).read_bytes())
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    for inputs in ([str(folder / "img000.png")], [str(folder)]):
+        assert main(["segment", str(seg_run), *inputs, "--output", str(folder)]) == 2
+        err = capsys.readouterr().err
+        assert "would overwrite the input image(s)" in err and "nothing was written" in err
+        assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
+    (tmp_path / "taken").write_text("mine")
+    assert main(["segment", str(seg_run), str(folder), "--output", str(tmp_path / "taken")]) == 2
+    assert "is a file" in capsys.readouterr().err and (tmp_path / "taken").read_text() == "mine"
+    fresh = tmp_path / "never"
+    assert main(["segment", str(seg_run), str(tmp_path / "missing.png"), "--output", str(fresh)]) == 2
+    assert not fresh.exists()  # the inputs are checked before the output folder is made
+
+
+@pytest.mark.parametrize("setting, said", [
+    ({"data": {"ignore_index": 1}}, "data.ignore_index=1 is the id of the class 'square'"),
+    ({"task": {"class_weights": [1.0, -5.0]}}, "task.class_weights must be finite, 0 or more and not all 0"),
+    ({"task": {"class_weights": [0.0, 0.0]}}, "task.class_weights must be finite, 0 or more and not all 0"),
+])
+def test_settings_that_would_train_the_wrong_thing_are_refused(squares, tmp_path: Path, setting, said) -> None:
+    """ignore_index=1 trained and scored nothing of class 1, silently; negative weights trained to make mistakes,
+    and zero weights stopped at step 0 with a NaN loss blamed on the learning rate."""
+    from hourglass.errors import ConfigError
+
+    raw = seg_config(*squares, max_epochs=1).to_dict()
+    for section, values in setting.items():
+        raw[section].update(values)
+    with pytest.raises(ConfigError, match=said.replace("(", "\\(")):
+        train(validate(raw, "test"), out=str(tmp_path / "run"))
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_a_run_whose_training_images_moved_away_still_segments_evaluates_and_exports(squares, tmp_path: Path,
+                                                                                     capsys) -> None:
+    """Run.load read every training image to learn the input shape: moving them made the run unusable."""
+    import shutil
+
+    train_dir = shutil.copytree(squares[0], tmp_path / "train")
+    run = train(seg_config(train_dir, squares[1], max_epochs=1), out=str(tmp_path / "run"))
+    shutil.rmtree(train_dir)
+    image = squares[1] / "images" / "img000.png"
+    assert main(["segment", str(run), str(image), "--output", str(tmp_path / "masks")]) == 0
+    assert (tmp_path / "masks" / "img000.png").is_file()
+    capsys.readouterr()
+    assert main(["evaluate", str(run), "--data", str(squares[1]), "--json"]) == 0
+    assert 0.0 <= json.loads(capsys.readouterr().out)["miou"] <= 1.0
+    assert main(["evaluate", str(run)]) == 0  # its validation images (squares[1]) are still there

@@ -170,15 +170,19 @@ def test_scheduled_sampling_and_label_smoothing_train(tmp_path):
     assert all(p.grad is not None for p in task.model.parameters() if p.requires_grad)
 
 
-def test_a_beam_prune_of_zero_or_less_is_refused_when_the_task_is_built(tmp_path):
+@pytest.mark.parametrize("option, said", [
+    ({"beam_prune": -1.0}, r"task.beam_prune .* must be finite and > 0, or null .* Got -1.0"),
+    ({"beam": 100_000}, r"task.beam must be from 1 to 1024 .* got 100000 and"),
+])
+def test_a_search_option_out_of_range_is_refused_when_the_task_is_built(tmp_path, option, said):
     from hourglass.errors import ConfigError
     from hourglass.training import build_data, build_task
 
     config = family_config("rnn", tmp_path, max_epochs=1)
-    config = config.model_copy(update={"task": config.task.model_copy(update={"beam_prune": -1.0})})
+    config = config.model_copy(update={"task": config.task.model_copy(update=option)})
     data = build_data(config)
     data.setup("fit")
-    with pytest.raises(ConfigError, match=r"task.beam_prune .* must be finite and > 0, or null .* Got -1.0"):
+    with pytest.raises(ConfigError, match=said):
         build_task(config, data)
 
 

@@ -79,6 +79,8 @@ def test_encode_reconstruct_info(ae_run: Path, tmp_path: Path, capsys) -> None:
     (["reconstruct", "RUN", "--data", "x.npy", "--output", "r.npy"], "writes .png files"),
     (["sample", "RUN", "-n", "0", "--output", "s.png"], "'0' is not a count"),
     (["sample", "RUN", "-n", "-3", "--output", "s.png"], "'-3' is not a count"),
+    (["sample", "RUN", "-n", "100000000", "--output", "s.png"], "too many: at most 4096 (one PNG grid"),  # was OOM
+    (["translate", "RUN", "--beam", "100000"], "too many: at most 1024"),  # ran for minutes at gigabytes
 ])
 def test_cli_refuses_bad_counts_and_output_names_before_loading(argv: list[str], words: str, capsys) -> None:
     with pytest.raises(SystemExit) as stop:
@@ -236,3 +238,92 @@ def test_a_run_stopped_before_any_validation_says_it_has_no_best_checkpoint(tiny
         run = train(tiny_config("digits-ae", "train.max_steps=2"), out=str(tmp_path / "r"))
     assert not any("could not find the monitored key" in str(w.message) for w in caught if "hourglass" in w.filename)
     assert (run / "model.safetensors").is_file() and not (run / "checkpoints" / "best.safetensors").exists()
+
+
+def _class_folders(root: Path, names: list[str]) -> Path:
+    """root/<name>/k.png, three 8x8 grey images per class, each class its own brightness."""
+    for i, name in enumerate(names):
+        (root / name).mkdir(parents=True)
+        for k in range(3):
+            Image.fromarray(np.full((8, 8), 40 * i + k, np.uint8)).save(root / name / f"{k}.png")
+    return root
+
+
+def test_validation_folders_are_labelled_by_the_training_class_names(tmp_path: Path) -> None:
+    """Folder labels number the subfolders alphabetically: a validation folder holding only cat/ and dog/ of a
+    run trained on bird/, cat/, dog/ was scored with cat as bird (0) and dog as cat (1), silently."""
+    from hourglass.data.images import ImageDataModule
+
+    train_dir = _class_folders(tmp_path / "train", ["bird", "cat", "dog"])
+    data = ImageDataModule(path=str(train_dir), val_path=str(_class_folders(tmp_path / "val", ["cat", "dog"])))
+    assert data.val_set.tensors[1].tolist() == [1, 1, 1, 2, 2, 2] and data.class_names == ("bird", "cat", "dog")
+    data = ImageDataModule(path=str(train_dir), val_path=str(_class_folders(tmp_path / "other", ["cat", "fox"])))
+    with pytest.raises(DataError, match="the class folder\\(s\\) fox, which the training data"):
+        data.setup()
+
+
+def test_16_bit_and_float_images_are_scaled_not_clipped(tmp_path: Path) -> None:
+    """PIL's convert("L") clips at 255: a 16-bit ramp read as 0 then all 1.0, a float image in [0, 1] as black."""
+    from hourglass.data.arrays import load_images
+    from hourglass.data.seg_files import read_image
+
+    ramp = np.linspace(0, 1, 8)
+    for name, pixels in [("deep", (ramp * 65535).astype(np.uint16)), ("float", ramp.astype(np.float32))]:
+        (tmp_path / name).mkdir()
+        for k in range(2):
+            Image.fromarray(np.tile(pixels, (8, 1))).save(tmp_path / name / f"{k}.{'png' if name == 'deep' else 'tif'}")
+        np.testing.assert_allclose(load_images(tmp_path / name).images[0, 0, 0], ramp, atol=1 / 255)
+    assert read_image(tmp_path / "deep" / "0.png")[0, :, 0].tolist() == [0, 36, 73, 109, 146, 182, 219, 255]
+    Image.fromarray(np.full((8, 8), -1, np.float32)).save(tmp_path / "float" / "1.tif")
+    with pytest.raises(DataError, match="1.tif has F pixels from -1 to -1"):
+        load_images(tmp_path / "float")
+
+
+def test_an_output_under_a_file_is_one_paragraph_not_a_traceback(ae_run: Path, tmp_path: Path, capsys) -> None:
+    (tmp_path / "afile").write_text("mine")
+    assert main(["encode", str(ae_run), "--data", "digits", "--output", str(tmp_path / "afile" / "c.npy")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: Cannot use the path {tmp_path / 'afile'}") and "Traceback" not in err
+    assert (tmp_path / "afile").read_text() == "mine"
+
+
+def test_info_on_a_run_with_a_broken_metrics_file_warns_and_shows_the_rest(ae_run: Path, tmp_path: Path,
+                                                                           capsys) -> None:
+    import shutil
+
+    run = shutil.copytree(ae_run, tmp_path / "run")
+    for broken, said in [("{bad", "Expecting property name"), ("[1, 2]", "a JSON list")]:
+        (run / "metrics.json").write_text(broken)
+        with pytest.warns(UserWarning, match=f"metrics.json is not a JSON object of metrics \\({said}"):
+            assert main(["info", str(run)]) == 0
+        assert "parameters" in capsys.readouterr().out
+
+
+def test_the_builtin_digits_take_resize_and_channels_like_any_data() -> None:
+    """data.resize and data.channels were silently ignored for the digits (and so never checked either)."""
+    from hourglass.data.images import read_images
+
+    arr = read_images("digits", resize=[16, 12], channels=3, limit=4)
+    assert arr.images.shape == (4, 3, 16, 12) and arr.labels.tolist() == [0, 1, 2, 3]
+    assert 0.0 <= arr.images.min() and arr.images.max() <= 1.0
+    for resize, channels, said in [([0, 8], None, "is not a size"), (None, 2, "channels=2 is not supported")]:
+        with pytest.raises(DataError, match=said):
+            read_images("digits", resize=resize, channels=channels)
+
+
+def test_an_image_run_whose_training_folder_moved_away_stays_usable(tiny_config, tmp_path: Path, capsys) -> None:
+    """Run.load read every training image to learn the input shape: once the folder moved, encode, evaluate
+    --data and export all failed on "Data path ... does not exist"."""
+    folder = _class_folders(tmp_path / "imgs", ["a", "b"])
+    run = train(tiny_config("digits-ae", f"data.path={folder}", "train.max_steps=2"), out=str(tmp_path / "run"))
+    assert json.loads((run / "image_data.json").read_text()) == {"input_shape": [1, 8, 8], "num_classes": 2,
+                                                                 "class_names": ["a", "b"]}
+    moved = folder.rename(tmp_path / "elsewhere")
+    assert main(["encode", str(run), "--data", str(moved), "--output", str(tmp_path / "c.npy")]) == 0
+    assert np.load(tmp_path / "c.npy").shape == (6, 4)
+    capsys.readouterr()
+    assert main(["evaluate", str(run), "--data", str(moved), "--json"]) == 0
+    final = json.loads(capsys.readouterr().out)
+    assert final["mse"] > 0 and "sse_ratio_to_pca" not in final  # the PCA baseline fits on training images
+    assert main(["evaluate", str(run)]) == 2
+    assert "evaluate on data elsewhere with --data PATH" in capsys.readouterr().err

@@ -91,7 +91,17 @@ def load_tree(path: Path) -> dict[str, Any]:
         )
     with safe_open(str(path), framework="pt") as f:
         tensors = {k: f.get_tensor(k) for k in f.keys()}
-    return unflatten(json.loads(meta["tree"]), tensors)
+    try:
+        tree = unflatten(json.loads(meta["tree"]), tensors)
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as err:  # a header edited by hand
+        tree = err
+    if not isinstance(tree, dict) or "state_dict" not in tree:
+        what = f"{type(tree).__name__}: {tree}" if isinstance(tree, Exception) else "no state_dict in it"
+        raise CheckpointError(
+            f"{path} has a damaged checkpoint header ({what}), so its training state cannot be read. Resume from "
+            "another checkpoint of the run, or start a new run; its weights may still load from model.safetensors."
+        )
+    return tree
 
 
 class SafetensorsCheckpointIO(CheckpointIO):

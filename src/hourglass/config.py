@@ -196,9 +196,21 @@ def validate(raw: dict[str, Any], source: str, overrides: list[str] | tuple[str,
         raise config_error(err, source, raw, given) from None
 
 
+def _text(path: Path) -> str:
+    """A config file's text: UTF-8, or UTF-16 with its byte-order mark (what Windows PowerShell's ``>`` writes)."""
+    data = path.read_bytes()
+    encoding = "utf-16" if data[:2] in (b"\xff\xfe", b"\xfe\xff") else "utf-8-sig"
+    try:
+        return data.decode(encoding)
+    except UnicodeDecodeError as err:
+        line = data[: err.start].count(b"\n") + 1
+        raise ConfigError(f"Config file {path} is not {encoding.replace('-sig', '')} text: byte {err.start} (line "
+                          f"{line}) cannot be decoded. Save the file as UTF-8.") from None
+
+
 def read_yaml(path: Path) -> dict[str, Any]:
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = yaml.safe_load(_text(path))
     except FileNotFoundError:
         raise ConfigError(f"Config file {path} does not exist. Check the path, or run `hourglass recipes`.") from None
     except yaml.YAMLError as err:

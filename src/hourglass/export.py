@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from hourglass.errors import HourglassError
+from hourglass.errors import DataError, HourglassError
 from hourglass.io import atomic_write, atomic_write_json
 
 #: Graphs whose outputs differ from PyTorch's by more than this (relative to the output's largest magnitude, at
@@ -85,8 +85,13 @@ def graphs(run) -> list[Graph]:
 
 
 def _examples(run, n: int = 8) -> Tensor:
-    """The first ``n`` validation images, repeated when there are fewer: (n, C, H, W)."""
-    x = next(iter(run.data.val_dataloader()))[0][:n].float()
+    """The first ``n`` validation images, repeated when there are fewer, or uniform noise of the run's input
+    shape when its data has moved away (seeded): (n, C, H, W)."""
+    try:
+        x = next(iter(run.data.val_dataloader()))[0][:n].float()
+    except DataError:
+        shape = run.data.context().encoder["input_shape"]
+        return torch.rand(n, *shape, generator=torch.Generator().manual_seed(0))
     return x.repeat((n + len(x) - 1) // len(x), 1, 1, 1)[:n]
 
 

@@ -32,7 +32,13 @@ class Run:
         config = validate(read_yaml(path / "config.yaml"), str(path / "config.yaml"))
         data = build_data(config)
         data.load_artifacts(path)
-        data.setup("fit")
+        try:
+            data.setup("fit")
+        except DataError as gone:  # the training data has moved: fine for a run that stored what it needs
+            try:
+                data.context()
+            except DataError:
+                raise gone from None
         task = build_task(config, data, load_pretrained=False)  # model.safetensors holds every weight
         load_weights(task.model, path / "model.safetensors",
                      hint="This file does not belong to the config beside it; retrain or restore the run's own file.")
@@ -41,16 +47,21 @@ class Run:
 
     # -- metrics ----------------------------------------------------------------------------------------------
     def metrics(self) -> dict[str, Any]:
-        file = self.path / "metrics.json"
-        return json.loads(file.read_text()) if file.is_file() else {}
+        """metrics.json of the run; {} when there is none (a stopped run) or it is not a JSON object."""
+        return read_metrics(self.path)
 
     def evaluate(self, data_path: str | None = None, ref_path: str | None = None) -> dict[str, float]:
         """Metrics on the validation split, or on ``data_path`` (with its references in ``ref_path`` for data
         whose inputs and targets are separate files, such as parallel text: the data option ``val_ref``)."""
         if ref_path is not None and data_path is None:
             raise DataError("--ref gives the references of --data; give the inputs with --data as well.")
-        data = self.data if data_path is None else self.with_val_data(data_path, ref_path)
-        return self.task.evaluate(data)
+        if data_path is not None:
+            return self.task.evaluate(self.with_val_data(data_path, ref_path))
+        try:
+            return self.task.evaluate(self.data)
+        except DataError as err:  # the validation split is read from the config's paths, which may have moved
+            raise DataError(f"{err} (The validation data of {self.path} is the one its config.yaml names; "
+                            "evaluate on data elsewhere with --data PATH.)") from None
 
     def with_val_data(self, data_path: str, ref_path: str | None = None):
         """A copy of the run's data module whose validation split is the data at ``data_path`` (and ``ref_path``)."""
@@ -155,6 +166,25 @@ class Run:
         from hourglass.export import export
 
         return export(self, Path(out_dir))
+
+
+def read_metrics(run: Path) -> dict[str, Any]:
+    """``run``/metrics.json as a dict; {} with a warning when it is not a JSON object (edited by hand, cut off)."""
+    file = Path(run) / "metrics.json"
+    if not file.is_file():
+        return {}
+    try:
+        metrics = json.loads(file.read_text(encoding="utf-8"))
+        problem = None if isinstance(metrics, dict) else f"a JSON {type(metrics).__name__}"
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        problem = str(err)
+    if problem:
+        import warnings
+
+        warnings.warn(f"{file} is not a JSON object of metrics ({problem}); its metrics are left out. `hourglass "
+                      f"evaluate {run}` computes them again.", UserWarning, stacklevel=2)
+        return {}
+    return metrics
 
 
 def load_run(path: str | Path) -> Run:

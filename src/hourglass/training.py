@@ -108,7 +108,13 @@ def trainer_kwargs(config: Config) -> dict:
             raise ConfigError(f'"trainer.{key}" is set by hourglass from {where}: set that instead{example} and '
                               f"leave trainer.{key} out of the config.")
         if key not in valid:
-            raise ConfigError(f'Unknown key "trainer.{key}": it is not a lightning.Trainer argument.{did_you_mean(key, valid)}')
+            raise ConfigError(f'Unknown key "trainer.{key}": it is not a lightning.Trainer argument.'
+                              f"{did_you_mean(key, valid)}")
+    if str(kwargs.get("precision")).startswith("64"):  # Lightning takes it; the float32 batches then meet
+        raise ConfigError(  # float64 weights deep inside the first layer
+            f"trainer.precision={kwargs['precision']} (float64) is not supported: hourglass's data gives float32 "
+            "batches. Use 32-true (the default), bf16-mixed or 16-mixed."
+        )
     return kwargs
 
 
@@ -217,7 +223,7 @@ def make_trainer(config: Config, run_dir: Path, extra_callbacks: Sequence[Callba
             enable_progress_bar=tc.progress, enable_model_summary=False, use_distributed_sampler=False,
             **trainer_kwargs(config),
         )
-    except (ValueError, MisconfigurationException) as err:  # Lightning's own words name the bad value
+    except (ValueError, TypeError, MisconfigurationException) as err:  # Lightning's words name the bad value
         raise ConfigError(
             f"The trainer section of the config cannot run here: {err} Fix that trainer.* key in the config or with "
             "--set (e.g. trainer.accelerator=cpu, trainer.precision=32-true); nothing was written."

@@ -68,6 +68,19 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # the reader of stdout stopped early (e.g. `| head`): not an error
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except (PermissionError, FileExistsError, NotADirectoryError, IsADirectoryError, FileNotFoundError) as err:
+        if err.filename is None:  # not about a path the user gave
+            raise
+        print(f"error: {_path_error(err)}", file=sys.stderr)
+        return 2
+
+
+def _path_error(err: OSError) -> str:
+    """A file-system refusal (an --output in a missing, read-only or non-folder place) as one paragraph."""
+    where = err.filename if err.filename2 is None else f"{err.filename} -> {err.filename2}"
+    return (f"Cannot use the path {where}: {err.strerror or type(err).__name__}. For an output (--output, --out), "
+            "every folder on the way must be a folder (not a file) that you may write to; for an input, check that "
+            "it exists. Choose another path; nothing else was changed.")
 
 
 if __name__ == "__main__":

@@ -5,6 +5,8 @@ import argparse
 import math
 from typing import Callable
 
+from hourglass.limits import MAX_BEAM
+
 
 def count(text: str) -> int:
     """A whole number of at least 1."""
@@ -12,6 +14,17 @@ def count(text: str) -> int:
     if value is None or value < 1:
         raise argparse.ArgumentTypeError(f"{text!r} is not a count: give a whole number of at least 1, such as 16")
     return value
+
+
+def count_upto(most: int, what: str) -> Callable[[str], int]:
+    """A count of at least 1 and at most ``most``: ``what`` says why there is a ceiling."""
+    def parse(text: str) -> int:
+        value = count(text)
+        if value > most:
+            raise argparse.ArgumentTypeError(f"{value} is too many: at most {most} ({what})")
+        return value
+
+    return parse
 
 
 def whole(text: str) -> int:
@@ -50,3 +63,7 @@ def file_ending(suffix: str) -> Callable[[str], str]:
         return text
 
     return check
+
+
+#: A beam size: 1 to :data:`hourglass.limits.MAX_BEAM`.
+BEAM = count_upto(MAX_BEAM, "the search keeps sentences x beam rows")

@@ -13,7 +13,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from hourglass.cli.args import count
+from hourglass.cli.args import BEAM, count
 from hourglass.errors import HourglassError
 
 
@@ -21,7 +21,7 @@ def register(sub) -> None:
     p = sub.add_parser("caption", help="caption image files with a trained captioning run, one line per image")
     p.add_argument("run", help="the run directory")
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image files (any size; resized like the training data)")
-    p.add_argument("--beam", type=count, help="beam size (default: the run's task.beam; 1 = greedy)")
+    p.add_argument("--beam", type=BEAM, help="beam size (default: the run's task.beam; 1 = greedy)")
     p.add_argument("--names", action="store_true", help="print IMAGE<TAB>CAPTION instead of the caption alone")
     p.add_argument("--batch", type=count, default=32, help="most images captioned together (default 32)")
     p.set_defaults(func=cmd_caption)

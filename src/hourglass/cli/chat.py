@@ -60,8 +60,9 @@ def chat(run, turns: Iterator[str], out: IO[str], *, prompt: IO[str] | None = No
         else:
             history.append(turn)
             source = run.data.dialogue_source(history)
-            reply = run.task.translate([source], run.data)[0][0][0]
-            history.append(plain_turn(reply))
+            # A separator that the model writes is text, in the history and on screen alike.
+            reply = plain_turn(run.task.translate([source], run.data)[0][0][0])
+            history.append(reply)
             out.write(reply + "\n")
         out.flush()
         ask()

@@ -124,13 +124,14 @@ def _info_without_data(path: Path, err: Exception) -> int:
     from safetensors import safe_open
 
     from hourglass.config import read_yaml, validate
+    from hourglass.run import read_metrics
 
     config = validate(read_yaml(path / "config.yaml"), str(path / "config.yaml"))
     m = config.model
     print(f"run         {path}")
     print(f"task        {config.task.name}")
     print(f"model       {m.encoder.name} -> {m.bottleneck.name} -> {m.decoder.name}")
-    metrics = json.loads((path / "metrics.json").read_text()) if (path / "metrics.json").is_file() else {}
+    metrics = read_metrics(path)
     weights = path / "model.safetensors"
     if "parameters" in metrics:  # counted on the model when it was trained: tied weights once
         print(f"parameters  {metrics['parameters']:,}")

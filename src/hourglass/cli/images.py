@@ -5,7 +5,11 @@ from pathlib import Path
 
 import numpy as np
 
-from hourglass.cli.args import count, file_ending
+from hourglass.cli.args import count_upto, file_ending
+
+
+#: The most images one PNG grid draws: 100 million samples once ran out of memory after half a minute.
+GRID, GRID_WHY = 4096, "one PNG grid; Run.sample in Python draws more"
 
 
 def register(sub) -> None:
@@ -19,12 +23,13 @@ def register(sub) -> None:
     p.add_argument("run")
     p.add_argument("--data", required=True)
     p.add_argument("--output", required=True, type=file_ending(".png"), help="FILE.png")
-    p.add_argument("-n", type=count, default=10, help="how many images to draw (default 10)")
+    p.add_argument("-n", type=count_upto(GRID, GRID_WHY), default=10, help="how many images to draw (default 10)")
     p.set_defaults(func=cmd_reconstruct)
 
     p = sub.add_parser("sample", help="draw samples from a generative model (vae, wae)")
     p.add_argument("run")
-    p.add_argument("-n", type=count, default=32, help="how many samples to draw (default 32)")
+    p.add_argument("-n", type=count_upto(GRID, GRID_WHY), default=32,
+                   help=f"how many samples to draw (default 32, at most {GRID})")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--output", required=True, type=file_ending(".png"), help="FILE.png")
     p.set_defaults(func=cmd_sample)

@@ -17,7 +17,7 @@ import threading
 from pathlib import Path
 from typing import IO, Iterator
 
-from hourglass.cli.args import count, file_ending, positive, whole
+from hourglass.cli.args import BEAM, count, file_ending, positive, whole
 from hourglass.errors import HourglassError
 from hourglass.precision import add_precision, autocast
 
@@ -33,7 +33,7 @@ def register(sub) -> None:
     p.add_argument("run")
     p.add_argument("sentence", help="the sentence to translate, or an image file for a captioning run")
     p.add_argument("--output", required=True, type=file_ending(".png"), metavar="FILE.png")
-    p.add_argument("--beam", type=count, help="beam size (default: the run's task.beam)")
+    p.add_argument("--beam", type=BEAM, help="beam size (default: the run's task.beam)")
     p.set_defaults(func=cmd_attention)
 
 
@@ -54,7 +54,7 @@ def _register_translate(sub, name: str, help: str) -> None:
 
 def add_search_options(p) -> None:
     """The search options that ``translate`` and ``evaluate`` share; each overrides the run's task option."""
-    p.add_argument("--beam", type=count, help="beam size (default: the run's task.beam; 1 = greedy)")
+    p.add_argument("--beam", type=BEAM, help="beam size (default: the run's task.beam; 1 = greedy)")
     p.add_argument("--length-penalty", type=float, metavar="ALPHA",
                    help="GNMT length penalty alpha of beam search; higher favours longer outputs (default: the "
                         "run's task.length_penalty)")

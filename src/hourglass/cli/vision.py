@@ -35,6 +35,22 @@ def _inputs(items: list[str]) -> list[Path]:
     return files
 
 
+def _outputs(files: list[Path], out: Path) -> list[tuple[Path, Path]]:
+    """The (mask, overlay) paths of each input in ``out``; refused, before anything is written, when ``out`` is a
+    file or a path would overwrite one of the inputs (``--output`` the input folder, with PNG inputs)."""
+    from hourglass.errors import DataError
+
+    if out.exists() and not out.is_dir():
+        raise DataError(f"--output {out} is a file; give a folder for the masks (nothing was written).")
+    paths = [(out / f"{f.stem}.png", out / f"{f.stem}-overlay.png") for f in files]
+    inputs = {f.resolve() for f in files}
+    clash = [str(p) for pair in paths for p in pair if p.resolve() in inputs]
+    if clash:
+        raise DataError(f"The masks would overwrite the input image(s) {', '.join(clash[:3])}: --output {out} holds "
+                        "them. Give --output another folder (for example masks/); nothing was written.")
+    return paths
+
+
 def cmd_segment(args) -> int:
     """Each image is resized to the size the model was trained on, segmented, and its mask resized back."""
     import cv2
@@ -55,9 +71,10 @@ def cmd_segment(args) -> int:
                              "a segmentation run (e.g. one trained with the camvid-unet recipe).")
     _, height, width = run.data.context().encoder["input_shape"]
     palette = plots.default_palette(run.data.context().decoder["num_classes"])
-    out = Path(args.output)
-    out.mkdir(parents=True, exist_ok=True)
-    for path in _inputs(args.images):
+    files = _inputs(args.images)
+    targets = _outputs(files, Path(args.output))
+    Path(args.output).mkdir(parents=True, exist_ok=True)
+    for path, (mask_path, blend_path) in zip(files, targets):
         image = read_image(path)  # (h, w, 3) uint8
         h, w = image.shape[:2]
         resized = cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA) if (h, w) != (height, width) else image
@@ -67,7 +84,7 @@ def cmd_segment(args) -> int:
         if (h, w) != (height, width):
             mask = cv2.resize(mask, (w, h), interpolation=cv2.INTER_NEAREST)
         blend = overlay(image, mask, palette, args.alpha)
-        atomic_write(out / f"{path.stem}.png", lambda tmp: Image.fromarray(mask).save(tmp, format="PNG"))
-        atomic_write(out / f"{path.stem}-overlay.png", lambda tmp: Image.fromarray(blend).save(tmp, format="PNG"))
-        print(out / f"{path.stem}.png")
+        atomic_write(mask_path, lambda tmp: Image.fromarray(mask).save(tmp, format="PNG"))
+        atomic_write(blend_path, lambda tmp: Image.fromarray(blend).save(tmp, format="PNG"))
+        print(mask_path)
     return 0

@@ -86,8 +86,14 @@ def load_images(path: str | Path, *, labels: str | Path | None = None, resize: t
     if labels is not None:
         found, labels_from = _read_labels(Path(labels)), str(labels)
     x = _finish(raw, found, str(path), labels_from, limit)
-    x = _set_channels(x, channels)
-    return ImageArray(_resize(x, resize), found if found is None else found[:limit], str(path))
+    return ImageArray(shaped(x, resize, channels), found if found is None else found[:limit], str(path))
+
+
+def shaped(x: np.ndarray, resize: tuple[int, int] | None = None, channels: int | None = None) -> np.ndarray:
+    """Images (N, C, H, W) in [0, 1] with ``channels`` (1 or 3; None keeps them) and resized to ``resize`` (H, W;
+    None keeps the size), both checked first."""
+    _check_options(resize, channels, None)
+    return _resize(_set_channels(x, channels), resize)
 
 
 def read_idx(path: str | Path) -> np.ndarray:
@@ -364,10 +370,37 @@ def _is_gray(im: Image.Image) -> bool:
     return False
 
 
+#: PIL modes of more than 8 bits per pixel, which ``convert("L"/"RGB")`` clips at 255: a 16-bit PNG would read as
+#: nearly all white and a float TIFF in [0, 1] as black. :func:`eight_bit` scales them instead.
+_DEEP_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
+
+
+def eight_bit(im: Image.Image, file: Path | str) -> Image.Image:
+    """``im``, with 16-bit, 32-bit integer and float grey pixels scaled to 8 bits ('L'); other modes unchanged.
+
+    16-bit modes span 0-65535. Float pixels are read as [0, 1] when none exceeds 1, as 0-255 when none exceeds
+    255; 32-bit integers as 0-255 or else 0-65535. Anything else (negative, NaN, larger) is refused, naming file.
+    """
+    if im.mode not in _DEEP_MODES:
+        return im
+    a = np.asarray(im, dtype=np.float64)
+    top = float(a.max()) if a.size else 0.0
+    if im.mode.startswith("I;16"):
+        scale = 65535.0
+    elif not np.isfinite(a).all() or (a.size and a.min() < 0) or top > 65535:
+        scale = None
+    else:
+        scale = 1.0 if im.mode == "F" and top <= 1.0 else 255.0 if top <= 255 else 65535.0
+    if scale is None or (im.mode == "F" and scale == 65535.0):
+        raise DataError(f"The image {file} has {im.mode} pixels from {a.min():g} to {top:g}; hourglass reads 8- or "
+                        "16-bit pixels, or float pixels in [0, 1] or 0-255. Rescale it and save it as PNG.")
+    return Image.fromarray(np.round(a * (255.0 / scale)).astype(np.uint8), "L")
+
+
 def _decode(file: Path, mode: str, resize: tuple[int, int] | None) -> np.ndarray:
     """uint8 (H, W) for mode 'L' or (H, W, 3) for 'RGB'."""
     with _opened(file) as im:
-        im = im.convert(mode)
+        im = eight_bit(im, file).convert(mode)
         if resize is not None:
             im = im.resize((resize[1], resize[0]), Image.Resampling.BILINEAR)  # PIL sizes are (W, H)
         return np.asarray(im, dtype=np.uint8)

@@ -44,7 +44,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 from hourglass._registry import register_dataset
-from hourglass.data.arrays import GRAY_MODES, IMAGE_ERRORS
+from hourglass.data.arrays import GRAY_MODES, IMAGE_ERRORS, eight_bit
 from hourglass.data.base import DataModule
 from hourglass.data.batching import pad
 from hourglass.data.sampler import ResumableSampler
@@ -181,7 +181,7 @@ def read_image_files(files: Sequence[str | Path], *, resize: Optional[Sequence[i
         try:
             with Image.open(file) as im:
                 gray.append(_is_gray(im))
-                im = im.convert("RGB")  # also forces decoding, so a truncated file fails here
+                im = eight_bit(im, file).convert("RGB")  # also forces decoding, so a truncated file fails here
                 if resize is not None:
                     im = _fit(im, resize, fit)
                 decoded.append(np.asarray(im, dtype=np.uint8))  # (H, W, 3)

@@ -4,6 +4,7 @@ Batches are ``(x (B, C, H, W) float in [0, 1], y (B,) long)``, with ``y = -1`` w
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any, Optional
 
@@ -12,22 +13,43 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from hourglass._registry import register_dataset
-from hourglass.data.arrays import ImageArray, load_digits_images, load_images
+from hourglass.data.arrays import ImageArray, load_digits_images, load_images, shaped
 from hourglass.data.base import DataModule
 from hourglass.data.sampler import ResumableSampler
 from hourglass.errors import DataError
+from hourglass.io import atomic_write_json
 from hourglass.model import DataContext
 from hourglass.options import Location, Size
 
 BUILTIN = "digits"
+ARTIFACT = "image_data.json"
 
 
 def read_images(path: str, *, labels=None, resize=None, channels=None, limit=None) -> ImageArray:
     """``path`` may be "digits" (bundled with scikit-learn) or anything :func:`load_images` reads."""
-    if path == BUILTIN:
+    if path == BUILTIN:  # 8x8 grey; data.resize and data.channels apply as to any array
         arr = load_digits_images()
-        return arr if limit is None else ImageArray(arr.images[:limit], arr.labels[:limit], arr.source)
+        images = shaped(arr.images[:limit], tuple(resize) if resize else None, channels)
+        return ImageArray(images, arr.labels[:limit], arr.source)
     return load_images(path, labels=labels, resize=tuple(resize) if resize else None, channels=channels, limit=limit)
+
+
+def match_classes(train: ImageArray, val: ImageArray) -> ImageArray:
+    """``val`` with its folder labels renumbered to ``train``'s class names. Both number their subfolders in
+    alphabetical order, so a validation folder with other classes (only cat/ and dog/ of bird/, cat/, dog/) would
+    otherwise be scored against the wrong ids. A class the training data does not have is refused."""
+    if train.class_names is None or val.class_names is None or val.class_names == train.class_names:
+        return val
+    index = {name: i for i, name in enumerate(train.class_names)}
+    unknown = [name for name in val.class_names if name not in index]
+    if unknown:
+        raise DataError(
+            f"{val.source} has the class folder(s) {', '.join(unknown[:5])}, which the training data "
+            f"({train.source}) does not have; its classes are {', '.join(train.class_names[:20])}. Rename those "
+            "folders to the training class names, or leave them out."
+        )
+    ids = np.array([index[name] for name in val.class_names], dtype=np.int64)[val.labels]  # (N,)
+    return ImageArray(val.images, ids, val.source, train.class_names)
 
 
 def _tensors(arr: ImageArray, index: np.ndarray) -> TensorDataset:
@@ -82,13 +104,18 @@ class ImageDataModule(DataModule):
         self.seed = seed
         self._splits: tuple[TensorDataset, TensorDataset] | None = None
         self._resume: tuple[int, int] | None = None
+        self.class_names: tuple[str, ...] | None = None
+        self._stored: dict[str, Any] | None = None  # a trained run's ARTIFACT (load_artifacts)
 
     def _load(self) -> tuple[TensorDataset, TensorDataset]:
-        arr = read_images(**self.opts)
         if self.val_path is not None:
-            val = read_images(self.val_path, resize=self.opts["resize"], channels=arr.images.shape[1])
+            arr = self._training_images()
+            val = match_classes(arr, read_images(self.val_path, resize=self.opts["resize"],
+                                                 channels=arr.images.shape[1]))
+            self.source, self.class_names = arr.source, arr.class_names
             train = labelled_subset(arr.labels, np.arange(len(arr.images)), self.train_limit)
             return _tensors(arr, train), _tensors(val, np.arange(len(val.images)))
+        arr = read_images(**self.opts)
         n = len(arr.images)
         n_val = max(1, int(round(n * self.val_fraction)))
         if n - n_val < 1:
@@ -98,9 +125,33 @@ class ImageDataModule(DataModule):
         self.class_names = arr.class_names
         return _tensors(arr, labelled_subset(arr.labels, order[n_val:], self.train_limit)), _tensors(arr, order[:n_val])
 
+    def _training_images(self) -> ImageArray:
+        """The training images; for a trained run whose training data has moved away, an empty array of the
+        stored shape and class names instead: evaluating it on other data (``val_path``) needs no training image."""
+        try:
+            return read_images(**self.opts)
+        except DataError:
+            if self._stored is None:
+                raise
+            shape, names = self._stored["input_shape"], self._stored["class_names"]
+            return ImageArray(np.zeros((0, *shape), np.float32), None if names is None else np.zeros(0, np.int64),
+                              str(self.opts["path"]), None if names is None else tuple(names))
+
     def setup(self, stage: str | None = None) -> None:
         if self._splits is None:
             self._splits = self._load()
+
+    def save_artifacts(self, run_dir: Path) -> None:
+        """``image_data.json``: the input shape, class count and names, so that the run can be used (encode,
+        reconstruct, export, evaluate on other data) after its training images have moved away."""
+        context = self.context()
+        atomic_write_json(Path(run_dir) / ARTIFACT, {"input_shape": list(context.encoder["input_shape"]),
+                                                     "num_classes": context.decoder["num_classes"],
+                                                     "class_names": list(self.class_names or []) or None})
+
+    def load_artifacts(self, run_dir: Path) -> None:
+        file = Path(run_dir) / ARTIFACT
+        self._stored = json.loads(file.read_text(encoding="utf-8")) if file.is_file() else None
 
     @property
     def train_set(self) -> TensorDataset:
@@ -113,9 +164,12 @@ class ImageDataModule(DataModule):
         return self._splits[1]
 
     def context(self) -> DataContext:
-        shape = tuple(self.train_set.tensors[0].shape[1:])
-        labels = self.train_set.tensors[1]
-        num_classes = int(labels.max()) + 1 if labels.numel() and labels.min() >= 0 else 0
+        if self._splits is None and self._stored is not None:  # a trained run: no need to read its images
+            shape, num_classes = tuple(self._stored["input_shape"]), int(self._stored["num_classes"])
+        else:
+            shape = tuple(self.train_set.tensors[0].shape[1:])
+            labels = self.train_set.tensors[1]
+            num_classes = int(labels.max()) + 1 if labels.numel() and labels.min() >= 0 else 0
         return DataContext(
             modality="image",
             encoder={"input_shape": shape},

@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from hourglass.data.arrays import IMAGE_ERRORS, IMAGE_SUFFIXES
+from hourglass.data.arrays import IMAGE_ERRORS, IMAGE_SUFFIXES, eight_bit
 from hourglass.errors import DataError
 
 SHOW = 5  # file names listed in an error before "... and N more"
@@ -66,7 +66,7 @@ def read_image(path: Path) -> np.ndarray:
     """Any image file -> uint8 (H, W, 3) RGB (grey is repeated, alpha dropped)."""
     try:
         with Image.open(path) as im:
-            return np.array(im.convert("RGB"), dtype=np.uint8)  # a writable copy
+            return np.array(eight_bit(im, path).convert("RGB"), dtype=np.uint8)  # a writable copy
     except IMAGE_ERRORS as err:
         raise DataError(f"Cannot read the image {path} ({err}). Replace or remove the file.") from None
 

@@ -119,6 +119,9 @@ class SegmentationDataModule(DataModule):
         super().__init__()
         if len(classes) < 2 or len(set(classes)) != len(classes):
             raise ConfigError(f"data.classes must name at least 2 distinct classes, in id order; got {classes}.")
+        if 0 <= ignore_index < len(classes):  # that class would get no loss and no metric, silently
+            raise ConfigError(f"data.ignore_index={ignore_index} is the id of the class {classes[ignore_index]!r}: "
+                              f"it must lie outside 0..{len(classes) - 1}, the ids of data.classes (255 is usual).")
         if (val_images is None) != (val_masks is None):
             raise ConfigError("Set both data.val_images and data.val_masks (or neither, to hold out "
                               "data.val_fraction of the training pairs).")
@@ -136,14 +139,26 @@ class SegmentationDataModule(DataModule):
         self.sampler: ResumableSampler | None = None
         self._splits: tuple[PairSet, TensorDataset] | None = None
         self._resume: tuple[int, int] | None = None
+        self._shape: tuple[int, int, int] | None = None  # (C, H, W) of a trained run (load_artifacts)
 
     # -- loading ----------------------------------------------------------------------------------------------
     def _read(self, dirs: tuple[Path, Path], limit: Optional[int] = None):
         return load_pairs(*dirs, classes=self.classes, ignore_index=self.ignore_index, resize=self.resize,
                           limit=limit)
 
+    def _training_pairs(self) -> tuple[np.ndarray, np.ndarray]:
+        """The training images (N, H, W, C) and masks (N, H, W); for a trained run whose training data has moved
+        away and that is evaluated on other data, none, of the stored size (no training image is needed)."""
+        try:
+            return self._read(self.train_dirs, self.limit)[:2]
+        except DataError:
+            if self._shape is None or self.val_dirs is None:
+                raise
+            c, h, w = self._shape
+            return np.zeros((0, h, w, c), np.uint8), np.zeros((0, h, w), np.int64)
+
     def _load(self) -> tuple[PairSet, TensorDataset]:
-        images, masks, _ = self._read(self.train_dirs, self.limit)
+        images, masks = self._training_pairs()
         if self.val_dirs is not None:
             val_images, val_masks, pairs = self._read(self.val_dirs)
             if val_images.shape[1:3] != images.shape[1:3]:
@@ -188,8 +203,11 @@ class SegmentationDataModule(DataModule):
 
     # -- what the model and the task need ---------------------------------------------------------------------
     def context(self) -> DataContext:
-        _, height, width, channels = self.train_set.images.shape
-        shape = (channels, height, width)
+        if self._splits is None and self._shape is not None:  # a trained run: no need to read its images
+            shape = self._shape
+        else:
+            _, height, width, channels = self.train_set.images.shape
+            shape = (channels, height, width)
         return DataContext(modality="image", encoder={"input_shape": shape},
                            decoder={"output_shape": shape, "num_classes": len(self.classes)})
 
@@ -225,7 +243,9 @@ class SegmentationDataModule(DataModule):
     def save_artifacts(self, run_dir: Path) -> None:
         from hourglass.io import atomic_write_json
 
-        atomic_write_json(Path(run_dir) / CLASSES_FILE, {"classes": self.classes, "ignore_index": self.ignore_index})
+        # The input shape lets the run segment after its training images have moved away.
+        atomic_write_json(Path(run_dir) / CLASSES_FILE, {"classes": self.classes, "ignore_index": self.ignore_index,
+                                                         "input_shape": list(self.context().encoder["input_shape"])})
 
     def load_artifacts(self, run_dir: Path) -> None:
         path = Path(run_dir) / CLASSES_FILE
@@ -235,6 +255,8 @@ class SegmentationDataModule(DataModule):
         if saved.get("classes") != self.classes:
             raise DataError(f"{path} lists the classes {saved.get('classes')}, but the config lists {self.classes}. "
                             "The run was trained with the former; restore its config.yaml.")
+        if saved.get("input_shape"):  # runs from before it was stored read their training images instead
+            self._shape = tuple(saved["input_shape"])
 
     def describe(self) -> dict[str, Any]:
         return {

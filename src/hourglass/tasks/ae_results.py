@@ -48,21 +48,21 @@ def evaluate_autoencoder(task, data: Any) -> dict[str, float]:
     train_x, train_y = _fit_subset(data)
     n_pix = x[0].numel()
     sse = float(((recon - x) ** 2).flatten(1).sum(1).mean())
-    pca_sse = metrics.pca_baseline(train_x.reshape(len(train_x), -1), val["x"].reshape(len(x), -1), dim) * n_pix
     result = {
         "mse": sse / n_pix,
         "sse_per_image": sse,
         "psnr": float(metrics.psnr(recon, x)),
         "ssim": float(metrics.ssim(recon, x)),
         "latent_dim": dim,
-        "pca_sse_per_image": pca_sse,
-        "sse_ratio_to_pca": sse / max(pca_sse, 1e-12),
     }
+    if len(train_x) > dim:  # the baselines fit on training images, which a run evaluated elsewhere may not have
+        pca_sse = metrics.pca_baseline(train_x.reshape(len(train_x), -1), val["x"].reshape(len(x), -1), dim) * n_pix
+        result.update(pca_sse_per_image=pca_sse, sse_ratio_to_pca=sse / max(pca_sse, 1e-12))
     result.update(_loss_terms(task, data))
     if noisy:
         result["psnr_noisy_input"] = float(metrics.psnr(torch.from_numpy(val["noisy"]), x))
         result["denoising_gain_db"] = result["psnr"] - result["psnr_noisy_input"]
-    if (val["y"] >= 0).all() and (train_y >= 0).all():
+    if len(train_x) and (val["y"] >= 0).all() and (train_y >= 0).all():
         train_codes = _codes(task, train_x)
         result["linear_probe_accuracy"] = metrics.linear_probe(train_codes, train_y, val["codes"], val["y"])
     return result

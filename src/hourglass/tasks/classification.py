@@ -72,6 +72,12 @@ class ClassificationTask(Task):
                 "a classifier cannot be scored on it. Give labelled data: a folder with one subfolder per class, an "
                 "IDX image file with its labels file beside it, or an .npz file with `images` and `labels` arrays."
             )
+        if int(y.max()) >= self.num_classes:
+            raise DataError(
+                f"The evaluation data ({getattr(data, 'val_path', None) or 'the validation split'}) has labels up to "
+                f"{int(y.max())}, but the classifier knows {self.num_classes} classes (ids 0 to "
+                f"{self.num_classes - 1}). Evaluate it on data of those classes only."
+            )
         preds = logits.argmax(1)
         k = self.num_classes
         return {

@@ -123,6 +123,10 @@ class SegmentationTask(Task):
                 raise ConfigError(f"task.class_weights has {len(self.class_weights)} entries but data.classes has "
                                   f"{k}; give one weight per class, in class order.")
             weight = np.asarray(self.class_weights, dtype=np.float64)
+            if not (np.isfinite(weight).all() and (weight >= 0).all() and weight.sum() > 0):
+                raise ConfigError(f"task.class_weights must be finite, 0 or more and not all 0 (got "
+                                  f"{list(self.class_weights)}): the loss would be NaN or reward mistakes. Give "
+                                  "one weight per class, e.g. 1 for each, or median_frequency.")
         else:
             weight = None
         self._weight = None if weight is None else torch.tensor(weight, dtype=torch.float32)

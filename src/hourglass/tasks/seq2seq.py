@@ -50,6 +50,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from hourglass._registry import register_task
+from hourglass.limits import MAX_BEAM
 from hourglass.code import Code
 from hourglass.config import TrainConfig
 from hourglass.data.tokenizer import PAD_ID, Tokenizer
@@ -181,9 +182,9 @@ class Seq2SeqTask(Task):
             raise ConfigError(f"task.teacher_forcing is the share of gold previous tokens fed in training: it must be "
                               f"in (0, 1], got {teacher_forcing}. 1 is plain teacher forcing; 0.75 is typical with "
                               "scheduled sampling.")
-        if beam < 1 or val_beam < 0:
-            raise ConfigError(f"task.beam must be >= 1 and task.val_beam >= 0 (0: no BLEU while training); got "
-                              f"{beam} and {val_beam}.")
+        if not (1 <= beam <= MAX_BEAM and 0 <= val_beam <= MAX_BEAM):
+            raise ConfigError(f"task.beam must be from 1 to {MAX_BEAM} and task.val_beam from 0 (no BLEU while "
+                              f"training) to {MAX_BEAM}; got {beam} and {val_beam}.")
         if beam_prune is not None and not 0 < beam_prune < math.inf:
             raise ConfigError(f"task.beam_prune drops the beams more than that many nats (natural log) below their "
                               f"sentence's best; it must be finite and > 0, or null for no pruning. Got {beam_prune}; "
