@@ -82,7 +82,13 @@ def test_a_classifier_exports_its_logits(tiny_config, tmp_path) -> None:
     config = tiny_config("digits-ae", "train.max_epochs=1", "model.bottleneck={name: none}",
                          "model.decoder={name: classifier}", "task={name: classification}")
     run = Run.load(train(config, out=str(tmp_path / "cls")))
+    (tmp_path / "onnx").mkdir()  # an earlier export of an autoencoder into the same folder, and a file of the user's
+    (tmp_path / "onnx" / "export.json").write_text(json.dumps({"graphs": {"decoder": {"file": "decoder.onnx"}}}))
+    (tmp_path / "onnx" / "decoder.onnx").write_bytes(b"old")
+    (tmp_path / "onnx" / "notes.onnx").write_bytes(b"mine")
     summary = run.export_onnx(tmp_path / "onnx")
+    assert not (tmp_path / "onnx" / "decoder.onnx").exists()  # not this run's: it would pass for one
+    assert (tmp_path / "onnx" / "notes.onnx").read_bytes() == b"mine"
     assert set(summary["graphs"]) == {"encoder", "classifier"}
     assert summary["graphs"]["classifier"]["output"] == ["logits", ["N", 10]]
     images = np.random.default_rng(1).random((3, 1, 8, 8), dtype=np.float32)

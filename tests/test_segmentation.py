@@ -218,8 +218,9 @@ def test_data_module_batches_context_artifacts_and_resume(squares, tmp_path: Pat
     ctx = dm.context()
     assert ctx.encoder["input_shape"] == (3, H, W) and ctx.decoder == {"output_shape": (3, H, W), "num_classes": 2}
     dm.save_artifacts(tmp_path)
-    assert json.loads((tmp_path / "classes.json").read_text()) == {"classes": CLASSES, "ignore_index": 255,
-                                                                    "input_shape": [3, H, W]}
+    saved = json.loads((tmp_path / "classes.json").read_text())
+    assert saved == {"classes": CLASSES, "ignore_index": 255, "input_shape": [3, H, W],
+                     "class_frequency": pytest.approx(dm.class_frequency().tolist())}
 
     def epoch(n: int, skip: int = 0) -> list[torch.Tensor]:
         """Epoch n's augmented batches, from a fresh loader, after ``skip`` batches (a resumed run)."""
@@ -375,13 +376,26 @@ def test_a_run_whose_training_images_moved_away_still_segments_evaluates_and_exp
     """Run.load read every training image to learn the input shape: moving them made the run unusable."""
     import shutil
 
+    import importlib.util
+
     train_dir = shutil.copytree(squares[0], tmp_path / "train")
-    run = train(seg_config(train_dir, squares[1], max_epochs=1), out=str(tmp_path / "run"))
+    raw = seg_config(train_dir, squares[1], max_epochs=1).to_dict()
+    raw["task"]["class_weights"] = "median_frequency"  # weights computed from the training masks
+    run = train(validate(raw, "test"), out=str(tmp_path / "run"))
+
+    def evaluated() -> dict:
+        capsys.readouterr()
+        assert main(["evaluate", str(run), "--data", str(squares[1]), "--json"]) == 0
+        return json.loads(capsys.readouterr().out)
+
+    before = evaluated()
     shutil.rmtree(train_dir)
     image = squares[1] / "images" / "img000.png"
     assert main(["segment", str(run), str(image), "--output", str(tmp_path / "masks")]) == 0
     assert (tmp_path / "masks" / "img000.png").is_file()
-    capsys.readouterr()
-    assert main(["evaluate", str(run), "--data", str(squares[1]), "--json"]) == 0
-    assert 0.0 <= json.loads(capsys.readouterr().out)["miou"] <= 1.0
+    # The loss still weighs the classes as in training: the weights come from the stored class frequency.
+    assert evaluated() == pytest.approx(before, nan_ok=True)
     assert main(["evaluate", str(run)]) == 0  # its validation images (squares[1]) are still there
+    if importlib.util.find_spec("onnxruntime") and importlib.util.find_spec("onnxscript"):
+        assert main(["export", str(run), "--output", str(tmp_path / "onnx")]) == 0
+        assert (tmp_path / "onnx" / "segmenter.onnx").is_file()

@@ -81,6 +81,7 @@ def test_encode_reconstruct_info(ae_run: Path, tmp_path: Path, capsys) -> None:
     (["sample", "RUN", "-n", "-3", "--output", "s.png"], "'-3' is not a count"),
     (["sample", "RUN", "-n", "100000000", "--output", "s.png"], "too many: at most 4096 (one PNG grid"),  # was OOM
     (["translate", "RUN", "--beam", "100000"], "too many: at most 1024"),  # ran for minutes at gigabytes
+    (["translate", "RUN", "--nbest", "100000"], "too many: at most 1024"),  # widened the beam to match
 ])
 def test_cli_refuses_bad_counts_and_output_names_before_loading(argv: list[str], words: str, capsys) -> None:
     with pytest.raises(SystemExit) as stop:
@@ -214,12 +215,13 @@ def test_train_takes_extra_callbacks_and_can_skip_the_report(tiny_config, tmp_pa
     assert not (run_dir / "metrics.json").exists() and not (run_dir / "report.html").exists()
 
 
-@pytest.mark.parametrize("key, keys, when", [
-    ("train.monitor", ["train.monitor=val/blue"], "before its first step"),  # caught by the sanity check
-    ("train.early_stopping.monitor", ["train.early_stopping={monitor: val/mes}", "trainer.num_sanity_val_steps=0"],
-     "at its first validation"),
+@pytest.mark.parametrize("key, kind, keys, when", [
+    ("train.monitor", "val", ["train.monitor=val/blue"], "before its first step"),  # caught by the sanity check
+    ("train.early_stopping.monitor", "val",
+     ["train.early_stopping={monitor: val/mes}", "trainer.num_sanity_val_steps=0"], "at its first validation"),
+    ("train.monitor", "train", ["train.monitor=train/mes"], "at its first validation"),  # logged from a step on
 ])
-def test_a_monitored_metric_the_task_never_logs_is_refused_at_the_first_validation(key, keys, when, tiny_config,
+def test_a_monitored_metric_the_task_never_logs_is_refused_at_the_first_validation(key, kind, keys, when, tiny_config,
                                                                                      tmp_path) -> None:
     """Lightning raised its own MisconfigurationException only when the first checkpoint was due, after an epoch;
     now the key, what the task does log, a close name and what to do come before (or at) the first validation."""
@@ -228,15 +230,21 @@ def test_a_monitored_metric_the_task_never_logs_is_refused_at_the_first_validati
     with pytest.raises(ConfigError) as err:
         train(tiny_config("digits-ae", "train.max_epochs=2", *keys), out=str(tmp_path / "r"))
     said = str(err.value)
-    assert f"{key} is 'val/" in said and "val/loss, val/mse, val/recon" in said and when in said
-    assert ('Did you mean "val/mse"?' in said) == ("mes" in keys[0])  # "val/blue" is not close to any of them
+    assert f"{key} is '{kind}/" in said and f"{kind}/loss, {kind}/mse, {kind}/recon" in said and when in said
+    assert (f'Did you mean "{kind}/mse"?' in said) == ("mes" in keys[0])  # "val/blue" is close to none of them
     assert "run the same command again" in said and not (tmp_path / "r" / "checkpoints").exists()
 
 
-def test_a_run_stopped_before_any_validation_says_it_has_no_best_checkpoint(tiny_config, tmp_path) -> None:
+def test_a_run_stopped_before_any_validation_says_it_has_no_best_checkpoint(tmp_path) -> None:
+    """The CLI shows our one warning, not Lightning's "could not find the monitored key"."""
+    from lightning.pytorch.callbacks import model_checkpoint
+
+    model_checkpoint.warning_cache.clear()  # Lightning warns once a process: an earlier test may have used it up
+    args = ["train.max_steps=2", "train.progress=false", "data.limit=300", "model.bottleneck.dim=4"]
     with pytest.warns(UserWarning, match="stopped after 2 steps, before any validation") as caught:
-        run = train(tiny_config("digits-ae", "train.max_steps=2"), out=str(tmp_path / "r"))
-    assert not any("could not find the monitored key" in str(w.message) for w in caught if "hourglass" in w.filename)
+        assert main(["train", "digits-ae", "--set", *args, "--out", str(tmp_path / "r")]) == 0
+    assert not any("could not find the monitored key" in str(w.message) for w in caught)
+    run = tmp_path / "r"
     assert (run / "model.safetensors").is_file() and not (run / "checkpoints" / "best.safetensors").exists()
 
 
@@ -274,9 +282,13 @@ def test_16_bit_and_float_images_are_scaled_not_clipped(tmp_path: Path) -> None:
             Image.fromarray(np.tile(pixels, (8, 1))).save(tmp_path / name / f"{k}.{'png' if name == 'deep' else 'tif'}")
         np.testing.assert_allclose(load_images(tmp_path / name).images[0, 0, 0], ramp, atol=1 / 255)
     assert read_image(tmp_path / "deep" / "0.png")[0, :, 0].tolist() == [0, 36, 73, 109, 146, 182, 219, 255]
-    Image.fromarray(np.full((8, 8), -1, np.float32)).save(tmp_path / "float" / "1.tif")
-    with pytest.raises(DataError, match="1.tif has F pixels from -1 to -1"):
-        load_images(tmp_path / "float")
+    # The scale follows the mode, never one image's maximum: a dark 16-bit image stays dark.
+    Image.fromarray(np.full((8, 8), 200, np.uint16)).save(tmp_path / "deep" / "1.png")
+    assert load_images(tmp_path / "deep").images[1].max() == pytest.approx(1 / 255)
+    for value in (-1.0, 1.5):
+        Image.fromarray(np.full((8, 8), value, np.float32)).save(tmp_path / "float" / "1.tif")
+        with pytest.raises(DataError, match=f"1.tif has F pixels from {value:g} to {value:g}; hourglass reads float"):
+            load_images(tmp_path / "float")
 
 
 def test_an_output_under_a_file_is_one_paragraph_not_a_traceback(ae_run: Path, tmp_path: Path, capsys) -> None:
@@ -327,3 +339,19 @@ def test_an_image_run_whose_training_folder_moved_away_stays_usable(tiny_config,
     assert final["mse"] > 0 and "sse_ratio_to_pca" not in final  # the PCA baseline fits on training images
     assert main(["evaluate", str(run)]) == 2
     assert "evaluate on data elsewhere with --data PATH" in capsys.readouterr().err
+
+
+def test_a_classifier_trained_with_a_validation_folder_loads_after_its_training_folder_moved(tiny_config,
+                                                                                             tmp_path: Path) -> None:
+    """The missing training folder gave an empty training split, whose 0 classes then refused the classifier."""
+    train_dir = _class_folders(tmp_path / "train", ["a", "b"])
+    val_dir = _class_folders(tmp_path / "val", ["a", "b"])
+    config = tiny_config("digits-ae", f"data.path={train_dir}", f"data.val_path={val_dir}", "train.max_steps=2",
+                         "model.bottleneck={name: none}", "model.decoder={name: classifier}",
+                         "task={name: classification}")
+    run_dir = train(config, out=str(tmp_path / "run"))
+    before = Run.load(run_dir).evaluate()
+    train_dir.rename(tmp_path / "moved")
+    after = Run.load(run_dir).evaluate()  # its validation folder is still there
+    assert after.pop("train_examples") == 0 and before.pop("train_examples") == 6  # what the run can read now
+    assert after == pytest.approx(before) and Run.load(run_dir).data.context().decoder["num_classes"] == 2

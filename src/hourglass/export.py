@@ -13,11 +13,13 @@ inside a search in Python, which one ONNX graph does not hold.
 
 The export is PyTorch's own (``torch.onnx.export`` with ``dynamo=True``), and onnxruntime runs every graph on
 the run's first validation images, batch sizes 1 and 8 (the dynamic axis), before anything is written; the
-largest difference from PyTorch is recorded in ``export.json`` with the inputs, outputs and opset. Each file is
-written atomically (:mod:`hourglass.io`), so an existing export is replaced whole or not at all.
+largest difference from PyTorch is recorded in ``export.json`` with the inputs, outputs and opset. A failing
+graph stops the export before any file is written; then each file is written atomically (:mod:`hourglass.io`),
+and the graphs that an earlier export into the same folder listed and this one does not write are removed.
 """
 from __future__ import annotations
 
+import json
 import logging
 import tempfile
 from dataclasses import dataclass
@@ -98,23 +100,39 @@ def _examples(run, n: int = 8) -> Tensor:
 def export(run, out_dir: Path) -> dict[str, Any]:
     """Write the graphs of ``run`` to ``out_dir`` (``<name>.onnx`` and ``export.json``); returns what
     export.json holds."""
-    onnx, ort = _libraries()
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise HourglassError(f"--output {out_dir} is a file; give a directory for the .onnx files.")
     run.task.eval()
+    with torch.no_grad():
+        found = graphs(run)  # refuses a run it cannot export before asking for the optional packages
+    onnx, ort = _libraries()
     done: dict[str, Any] = {}
     with tempfile.TemporaryDirectory() as tmp, torch.no_grad():
-        for graph in graphs(run):
+        for graph in found:
             staged = Path(tmp) / f"{graph.name}.onnx"
             _export(graph, staged, run.path)
             done[graph.name] = _check(graph, staged, ort, onnx, run.path)
+        stale = _listed(out_dir) - {g["file"] for g in done.values()}
         for name in done:  # only once every graph has passed
             data = (Path(tmp) / f"{name}.onnx").read_bytes()
             atomic_write(out_dir / f"{name}.onnx", lambda t, data=data: Path(t).write_bytes(data))
     summary = {"run": str(run.path), "task": run.config.task.name, "graphs": done, "torch": torch.__version__}
     atomic_write_json(out_dir / "export.json", summary)
+    for file in stale:  # an earlier export's graphs that this run does not have (a VAE's decoder.onnx)
+        (out_dir / file).unlink(missing_ok=True)
     return summary
+
+
+def _listed(out_dir: Path) -> set[str]:
+    """The .onnx files that an earlier export.json in ``out_dir`` lists (none when there is none, or it is not
+    one of ours)."""
+    try:
+        graphs_ = json.loads((out_dir / "export.json").read_text(encoding="utf-8"))["graphs"]
+        return {g["file"] for g in graphs_.values() if Path(g["file"]).name == g["file"].strip()
+                and g["file"].endswith(".onnx")}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return set()
 
 
 def _libraries():

@@ -142,49 +142,55 @@ class FlushLogs(Callback):
 
 
 class MonitoredKeys(Callback):
-    """Refuse a ``train.monitor`` or ``train.early_stopping.monitor`` that the task does not log, at the first
-    validation (the sanity check, before any training step). Lightning would raise its own exception only when the
-    first checkpoint is due, after a whole epoch, from deep inside its checkpoint callback."""
+    """Refuse a ``train.monitor`` or ``train.early_stopping.monitor`` that the task does not log: a validation
+    metric at the first validation (the sanity check, before any training step), a ``train/`` one at the first
+    validation after training steps. Lightning would raise its own exception only when the first checkpoint is
+    due, after a whole epoch, from deep inside its checkpoint callback."""
 
     def __init__(self, config: Config) -> None:
         tc = config.train
         self.wanted = {"train.monitor": tc.monitor}
         if tc.early_stopping:
             self.wanted["train.early_stopping.monitor"] = tc.early_stopping.monitor
-        self.checked = False
 
     def on_sanity_check_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._check(trainer)
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if not trainer.sanity_checking:  # the first validation, when the sanity check is switched off
+        if not trainer.sanity_checking:
             self._check(trainer)
 
     def _check(self, trainer: L.Trainer) -> None:
-        logged = sorted(k for k in trainer.callback_metrics if k.startswith("val/"))
-        if self.checked or not logged:  # no validation metric to compare with yet
-            return
-        self.checked = True
-        for key, name in self.wanted.items():
-            if name not in logged and not name.startswith("train/"):  # train/ metrics appear after a step
-                # Compared without the shared "val/", which made "val/bleu" look like "val/mse".
-                hit = closest(name.rpartition("/")[2], [k[4:] for k in logged])
-                hint = f' Did you mean "val/{hit}"?' if hit else ""
-                raise ConfigError(
-                    f"{key} is {name!r}, but this task logs no such metric; its validation metrics are "
-                    f"{', '.join(logged)}.{hint} Set {key} to one of them (for example --set {key}=val/loss) "
-                    f"and {self._then(trainer)}"
-                )
+        """Check each wanted name once its kind of metric (train/ or val/) has been logged."""
+        for key, name in list(self.wanted.items()):
+            kind = "train/" if name.startswith("train/") else "val/"
+            logged = sorted(k for k in trainer.callback_metrics if k.startswith(kind))
+            if not logged:  # not yet: train/ metrics come with the first step, val/ with the first validation
+                continue
+            del self.wanted[key]
+            if name in logged:
+                continue
+            # Compared without the shared prefix, which made "val/bleu" look like "val/mse".
+            hit = closest(name.removeprefix(kind), [k.removeprefix(kind) for k in logged])
+            hint = f' Did you mean "{kind}{hit}"?' if hit else ""
+            raise ConfigError(
+                f"{key} is {name!r}, but this task logs no such metric; its {kind} metrics are "
+                f"{', '.join(logged)}.{hint} Set {key} to one of them (for example --set {key}={kind}loss) and "
+                f"{self._then(trainer, key)}"
+            )
 
     @staticmethod
-    def _then(trainer: L.Trainer) -> str:
+    def _then(trainer: L.Trainer, key: str) -> str:
         """What to do after fixing the key; a run with a checkpoint already is never trained over."""
         if trainer.sanity_checking:
             return "run the same command again: training stopped before its first step."
+        run = trainer.default_root_dir
         stopped = f"training stopped at its first validation, after {trainer.global_step} steps"
-        if _has_weights(Path(trainer.default_root_dir)):
-            return f"start again with a new --out: {stopped}, and {trainer.default_root_dir} keeps its checkpoint."
-        return f"run the same command again: {stopped}, before its first checkpoint."
+        if not _has_weights(Path(run)):
+            return f"run the same command again: {stopped}, before its first checkpoint."
+        if key == "train.early_stopping.monitor":  # a resume may change it
+            return f"continue with `hourglass train --resume {run} --set {key}=...`: {stopped}."
+        return f"start again with a new --out: {stopped}, and {run} keeps its checkpoint."
 
 
 def make_trainer(config: Config, run_dir: Path, extra_callbacks: Sequence[Callback] = (),

@@ -80,7 +80,7 @@ def _path_error(err: OSError) -> str:
     where = err.filename if err.filename2 is None else f"{err.filename} -> {err.filename2}"
     return (f"Cannot use the path {where}: {err.strerror or type(err).__name__}. For an output (--output, --out), "
             "every folder on the way must be a folder (not a file) that you may write to; for an input, check that "
-            "it exists. Choose another path; nothing else was changed.")
+            "it exists.")
 
 
 if __name__ == "__main__":

@@ -41,7 +41,7 @@ def _register_translate(sub, name: str, help: str) -> None:
     p = sub.add_parser(name, help=help)
     p.add_argument("run", help="the run directory")
     p.add_argument("--input", metavar="FILE", help="read this file (plain or .gz) instead of stdin (- for stdin)")
-    p.add_argument("--nbest", type=count, default=1, help="hypotheses per line (<= beam)")
+    p.add_argument("--nbest", type=BEAM, default=1, help="hypotheses per line (<= beam)")
     p.add_argument("--max-len-ratio", type=positive, help="longest output, in source lengths (default: the run's)")
     add_search_options(p)
     add_sampling_options(p)

@@ -378,22 +378,18 @@ _DEEP_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
 def eight_bit(im: Image.Image, file: Path | str) -> Image.Image:
     """``im``, with 16-bit, 32-bit integer and float grey pixels scaled to 8 bits ('L'); other modes unchanged.
 
-    16-bit modes span 0-65535. Float pixels are read as [0, 1] when none exceeds 1, as 0-255 when none exceeds
-    255; 32-bit integers as 0-255 or else 0-65535. Anything else (negative, NaN, larger) is refused, naming file.
+    The scale follows the mode alone, never an image's own values, so that every image of a dataset is read
+    alike: integer modes ('I;16', and 'I', which PIL gives 16-bit PGM and TIFF files) span 0-65535, float ('F')
+    spans [0, 1]. Pixels outside that range (negative, NaN, larger) are refused, naming the file.
     """
     if im.mode not in _DEEP_MODES:
         return im
     a = np.asarray(im, dtype=np.float64)
-    top = float(a.max()) if a.size else 0.0
-    if im.mode.startswith("I;16"):
-        scale = 65535.0
-    elif not np.isfinite(a).all() or (a.size and a.min() < 0) or top > 65535:
-        scale = None
-    else:
-        scale = 1.0 if im.mode == "F" and top <= 1.0 else 255.0 if top <= 255 else 65535.0
-    if scale is None or (im.mode == "F" and scale == 65535.0):
-        raise DataError(f"The image {file} has {im.mode} pixels from {a.min():g} to {top:g}; hourglass reads 8- or "
-                        "16-bit pixels, or float pixels in [0, 1] or 0-255. Rescale it and save it as PNG.")
+    scale = 1.0 if im.mode == "F" else 65535.0
+    if a.size and not (np.isfinite(a).all() and 0 <= a.min() and a.max() <= scale):
+        raise DataError(f"The image {file} has {im.mode} pixels from {a.min():g} to {a.max():g}; hourglass reads "
+                        f"{'float pixels in [0, 1]' if scale == 1.0 else 'integer pixels in 0-65535'} (and 8-bit "
+                        "images). Rescale it and save it as PNG.")
     return Image.fromarray(np.round(a * (255.0 / scale)).astype(np.uint8), "L")
 
 

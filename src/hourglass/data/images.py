@@ -164,7 +164,7 @@ class ImageDataModule(DataModule):
         return self._splits[1]
 
     def context(self) -> DataContext:
-        if self._splits is None and self._stored is not None:  # a trained run: no need to read its images
+        if self._stored is not None:  # a trained run: what its model was built with, images read or not
             shape, num_classes = tuple(self._stored["input_shape"]), int(self._stored["num_classes"])
         else:
             shape = tuple(self.train_set.tensors[0].shape[1:])

@@ -131,8 +131,10 @@ class SegmentationDataModule(DataModule):
             raise ConfigError(f"data.scale_range must be [low, high] with 0 < low <= high; got {list(scale_range)}.")
         self.classes, self.ignore_index = list(classes), ignore_index
         self.train_dirs = (Path(images), Path(masks))
-        self.val_dirs = find_split(Path(val_path)) if val_path else (
-            (Path(val_images), Path(val_masks)) if val_images else None)
+        # val_path is resolved when the data is read (_load), so that a run whose validation folder has moved
+        # still loads (Run.load) and can be given other data.
+        self.val_path = val_path
+        self.val_dirs = (Path(val_images), Path(val_masks)) if val_images else None
         self.val_fraction, self.split_seed, self.resize, self.limit = val_fraction, split_seed, resize, limit
         self.augment, self.scale_range, self.color_jitter = augment, tuple(scale_range), color_jitter
         self.batch_size, self.num_workers, self.seed = batch_size, num_workers, seed
@@ -140,6 +142,7 @@ class SegmentationDataModule(DataModule):
         self._splits: tuple[PairSet, TensorDataset] | None = None
         self._resume: tuple[int, int] | None = None
         self._shape: tuple[int, int, int] | None = None  # (C, H, W) of a trained run (load_artifacts)
+        self._frequency: np.ndarray | None = None  # its class_frequency (median-frequency weights)
 
     # -- loading ----------------------------------------------------------------------------------------------
     def _read(self, dirs: tuple[Path, Path], limit: Optional[int] = None):
@@ -152,15 +155,16 @@ class SegmentationDataModule(DataModule):
         try:
             return self._read(self.train_dirs, self.limit)[:2]
         except DataError:
-            if self._shape is None or self.val_dirs is None:
+            if self._shape is None or not (self.val_path or self.val_dirs):
                 raise
             c, h, w = self._shape
             return np.zeros((0, h, w, c), np.uint8), np.zeros((0, h, w), np.int64)
 
     def _load(self) -> tuple[PairSet, TensorDataset]:
         images, masks = self._training_pairs()
-        if self.val_dirs is not None:
-            val_images, val_masks, pairs = self._read(self.val_dirs)
+        val_dirs = find_split(Path(self.val_path)) if self.val_path else self.val_dirs
+        if val_dirs is not None:
+            val_images, val_masks, pairs = self._read(val_dirs)
             if val_images.shape[1:3] != images.shape[1:3]:
                 raise DataError(
                     f"The validation images ({pairs[0][0].parent}) are {val_images.shape[1]}x{val_images.shape[2]} "
@@ -203,7 +207,7 @@ class SegmentationDataModule(DataModule):
 
     # -- what the model and the task need ---------------------------------------------------------------------
     def context(self) -> DataContext:
-        if self._splits is None and self._shape is not None:  # a trained run: no need to read its images
+        if self._shape is not None:  # a trained run: what its model was built with, images read or not
             shape = self._shape
         else:
             _, height, width, channels = self.train_set.images.shape
@@ -214,8 +218,11 @@ class SegmentationDataModule(DataModule):
     def class_frequency(self) -> np.ndarray:
         """Per class: its pixels / all labelled pixels of the training images that contain it, (K,).
 
-        The frequency behind median-frequency balancing (Eigen & Fergus 2015; SegNet's class weights).
+        The frequency behind median-frequency balancing (Eigen & Fergus 2015; SegNet's class weights). A trained
+        run's is the stored one: its training masks may have moved away, and its loss must weigh as in training.
         """
+        if self._frequency is not None:
+            return self._frequency
         k = len(self.classes)
         pixels, totals = np.zeros(k), np.zeros(k)
         for mask in self.train_set.masks:
@@ -243,9 +250,11 @@ class SegmentationDataModule(DataModule):
     def save_artifacts(self, run_dir: Path) -> None:
         from hourglass.io import atomic_write_json
 
-        # The input shape lets the run segment after its training images have moved away.
+        # The input shape and the class frequency let the run segment and evaluate after its training images have
+        # moved away.
         atomic_write_json(Path(run_dir) / CLASSES_FILE, {"classes": self.classes, "ignore_index": self.ignore_index,
-                                                         "input_shape": list(self.context().encoder["input_shape"])})
+                                                         "input_shape": list(self.context().encoder["input_shape"]),
+                                                         "class_frequency": self.class_frequency().tolist()})
 
     def load_artifacts(self, run_dir: Path) -> None:
         path = Path(run_dir) / CLASSES_FILE
@@ -255,8 +264,9 @@ class SegmentationDataModule(DataModule):
         if saved.get("classes") != self.classes:
             raise DataError(f"{path} lists the classes {saved.get('classes')}, but the config lists {self.classes}. "
                             "The run was trained with the former; restore its config.yaml.")
-        if saved.get("input_shape"):  # runs from before it was stored read their training images instead
+        if saved.get("input_shape"):  # runs from before these were stored read their training images instead
             self._shape = tuple(saved["input_shape"])
+            self._frequency = np.asarray(saved["class_frequency"], dtype=np.float64)
 
     def describe(self) -> dict[str, Any]:
         return {
