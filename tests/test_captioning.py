@@ -268,3 +268,29 @@ def test_text_commands_send_a_captioning_run_to_caption(command: str, tiny_run: 
     assert main([command, str(tiny_run)]) == 2
     err = capsys.readouterr().err
     assert f"captions images, and `{command}` reads text lines" in err and f"hourglass caption {tiny_run} IMAGE" in err
+
+
+def test_a_captioning_run_captions_after_its_training_images_moved_away(tmp_path: Path, capsys) -> None:
+    """Run.load read every training image to learn the image shape; the run now stores it (captions.json)."""
+    import shutil
+
+    from hourglass.training import train
+
+    rng = np.random.default_rng(0)
+    (tmp_path / "images").mkdir()
+    words = ["red", "blue", "green", "square", "circle", "big", "small"]
+    lines = []
+    for i in range(12):
+        Image.fromarray(rng.integers(0, 255, (12, 16, 3), dtype=np.uint8)).save(tmp_path / "images" / f"im{i}.png")
+        lines.append(f"im{i}.png\t{words[i % 3]} {words[3 + i % 2]} {words[5 + i % 2]}")
+    (tmp_path / "c.tsv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    data = (f"{{name: captions, images: {tmp_path / 'images'}, captions: {tmp_path / 'c.tsv'}, vocab: 24, "
+            "batch_size: 4}")
+    config = recipebook.load("mnist-captions", [f"data={data}", "model.encoder.channels=[4,8]", "model.decoder.embed=8",
+                                                "model.decoder.hidden=16", "train.max_steps=2", "train.progress=false"])
+    run = train(config, out=str(tmp_path / "run"))
+    assert json.loads((run / "captions.json").read_text()) == {"input_shape": [3, 12, 16]}
+    moved = shutil.move(str(tmp_path / "images"), str(tmp_path / "moved"))
+    capsys.readouterr()
+    assert main(["caption", str(run), str(Path(moved) / "im0.png"), "--names"]) == 0
+    assert capsys.readouterr().out.startswith(str(Path(moved) / "im0.png") + "\t")

@@ -51,6 +51,7 @@ from hourglass.data.sampler import ResumableSampler
 from hourglass.data.text import iter_lines
 from hourglass.data.tokenizer import Tokenizer
 from hourglass.errors import DataError
+from hourglass.io import atomic_write_json
 from hourglass.model import DataContext
 from hourglass.options import Location, Size
 
@@ -256,6 +257,7 @@ class CaptionDataModule(DataModule):
     """
 
     TOKENIZER_FILE = "captions.model"
+    SHAPE_FILE = "captions.json"
     #: How an image of another size is brought to the training shape (see :func:`_fit`).
     fit: Fit = "stretch"
 
@@ -268,6 +270,7 @@ class CaptionDataModule(DataModule):
         self._pair_image: list[int] = []  # training pair -> image row
         self._resume: tuple[int, int] | None = None
         self._tmp: tempfile.TemporaryDirectory | None = None
+        self._shape: tuple[int, int, int] | None = None  # (C, H, W) of a trained run (load_artifacts)
 
     def read(self) -> tuple[CaptionSet, CaptionSet]:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -296,21 +299,30 @@ class CaptionDataModule(DataModule):
         return Tokenizer.train(captions, vocab_size=self.vocab, path_prefix=Path(self._tmp.name) / "captions")
 
     def save_artifacts(self, run_dir: Path) -> None:
+        """The tokenizer, and the image shape (``captions.json``): with them the run captions images after its
+        training data has moved away."""
         shutil.copyfile(self.target_tokenizer.path, Path(run_dir) / self.TOKENIZER_FILE)
+        atomic_write_json(Path(run_dir) / self.SHAPE_FILE, {"input_shape": list(self.image_shape)})
 
     def load_artifacts(self, run_dir: Path) -> None:
         file = Path(run_dir) / self.TOKENIZER_FILE
         if file.is_file():  # a run keeps its own vocabulary, whatever the data would train today
             self.target_tokenizer = Tokenizer.load(file)
+        shape = Path(run_dir) / self.SHAPE_FILE
+        if shape.is_file() and file.is_file():
+            self._shape = tuple(json.loads(shape.read_text(encoding="utf-8"))["input_shape"])
 
     # -- what the builder and the trainer read ---------------------------------------------------------------------
     @property
     def image_shape(self) -> tuple[int, int, int]:
+        if self._shape is not None:  # a trained run: what its model was built with, images read or not
+            return self._shape
         self.setup()
         return tuple(self.sets["train"].images.shape[1:])  # (C, H, W)
 
     def context(self) -> DataContext:
-        self.setup()
+        if self._shape is None:
+            self.setup()
         tok = self.target_tokenizer
         return DataContext(modality="image", encoder={"input_shape": self.image_shape},
                            decoder={"vocab_size": tok.vocab_size, "pad_id": tok.pad_id})
