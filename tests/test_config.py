@@ -28,6 +28,15 @@ def test_set_overrides_keep_types() -> None:
     assert parse_value("true") is True and parse_value("gru") == "gru"
 
 
+@pytest.mark.parametrize("item", ["data..path=x", ".lr=1", "train.=3"])
+def test_a_set_key_with_an_empty_part_is_refused(item: str) -> None:
+    """"data..path=x" was taken as an option named "" and refused as 'Unknown option "data."'."""
+    from hourglass.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="has an empty part"):
+        apply_overrides({}, [item])
+
+
 def test_unknown_key_names_the_closest_valid_key() -> None:
     with pytest.raises(ConfigError, match=r'unknown key "train.max_epoch".*Did you mean "max_epochs"'):
         recipebook.load("digits-ae", ["train.max_epoch=3"])

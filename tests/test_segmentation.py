@@ -351,6 +351,10 @@ def test_segment_never_overwrites_its_inputs(seg_run: Path, squares, tmp_path: P
     fresh = tmp_path / "never"
     assert main(["segment", str(seg_run), str(tmp_path / "missing.png"), "--output", str(fresh)]) == 2
     assert not fresh.exists()  # the inputs are checked before the output folder is made
+    (tmp_path / "empty").mkdir()
+    capsys.readouterr()
+    assert main(["segment", str(seg_run), str(tmp_path / "empty"), "--output", str(fresh)]) == 2
+    assert "holds no image files" in (err := capsys.readouterr().err) and "Point the IMAGE arguments" in err
 
 
 @pytest.mark.parametrize("setting, said", [

@@ -114,6 +114,9 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str], source: str = "--
             raise ConfigError(f'{source}: "{item}" is not KEY=VALUE. Write it as, for example, --set train.lr=0.001.')
         node = raw
         parts = key.strip().split(".")
+        if not all(part.strip() for part in parts):
+            raise ConfigError(f'{source}: the key "{key}" has an empty part (two dots in a row, or a dot at an end). '
+                              'Write each part once, for example --set data.path=...')
         for i, part in enumerate(parts[:-1]):
             child = node.get(part)
             if child is None:

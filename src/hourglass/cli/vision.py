@@ -20,7 +20,7 @@ def _inputs(items: list[str]) -> list[Path]:
     files: list[Path] = []
     for item in map(Path, items):
         if item.is_dir():
-            files += list_images(item, "images").values()
+            files += list_images(item, "images", given_as="the IMAGE arguments").values()
         elif item.is_file():
             files.append(item)
         else:

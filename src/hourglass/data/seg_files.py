@@ -27,16 +27,18 @@ def _names(paths: Sequence[Path | str]) -> str:
     return ", ".join(names[:SHOW]) + more
 
 
-def list_images(folder: Path, what: str) -> dict[str, Path]:
-    """stem -> file for every image in ``folder`` (not recursive)."""
+def list_images(folder: Path, what: str, given_as: str | None = None) -> dict[str, Path]:
+    """stem -> file for every image in ``folder`` (not recursive). ``given_as`` names where the folder came from
+    in the messages (default: the config's ``data.<what>``)."""
+    given_as = given_as or f"data.{what}"
     folder = Path(folder)
     if not folder.is_dir():
-        raise DataError(f"The {what} folder {folder} does not exist. Check data.{what} in the config (paths are "
-                        "relative to the directory you run hourglass from).")
+        raise DataError(f"The {what} folder {folder} does not exist. Check {given_as} (paths are relative to the "
+                        "directory you run hourglass from).")
     files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
     if not files:
         raise DataError(f"The {what} folder {folder} holds no image files ({', '.join(IMAGE_SUFFIXES)}). "
-                        f"Point data.{what} at the folder that holds them.")
+                        f"Point {given_as} at the folder that holds them.")
     out: dict[str, Path] = {}
     for p in files:
         if p.stem in out:
