@@ -294,3 +294,5 @@ def test_a_captioning_run_captions_after_its_training_images_moved_away(tmp_path
     capsys.readouterr()
     assert main(["caption", str(run), str(Path(moved) / "im0.png"), "--names"]) == 0
     assert capsys.readouterr().out.startswith(str(Path(moved) / "im0.png") + "\t")
+    assert main(["evaluate", str(run), "--data", moved, "--ref", str(tmp_path / "c.tsv"), "--json"]) == 0
+    assert 0 <= json.loads(capsys.readouterr().out)["bleu"] <= 100

@@ -441,7 +441,7 @@ class CaptionsDataModule(CaptionDataModule):
         self.options = dict(resize=resize, channels=channels, lowercase=lowercase, fit=fit)
 
     def read(self) -> tuple[CaptionSet, CaptionSet]:
-        train = load_caption_set(self.images, self.captions, **self.options)
+        train = self._training_set()
         if self.val_ref is not None:
             like_train = dict(self.options, channels=train.images.shape[1], resize=list(train.images.shape[-2:]))
             return train, load_caption_set(self.val_path or self.images, self.val_ref, **like_train)
@@ -451,6 +451,16 @@ class CaptionsDataModule(CaptionDataModule):
                             "set. Add images, or give a separate data.val_ref captions file.")
         order = np.random.default_rng(self.split_seed).permutation(len(train))  # split images, never captions
         return train.subset(np.sort(order[n_val:])), train.subset(np.sort(order[:n_val]))
+
+    def _training_set(self) -> CaptionSet:
+        """The training images and captions; for a trained run whose training data has moved away and that is
+        evaluated on other data (``val_ref``), none, of the stored shape (its tokenizer is the run's own)."""
+        try:
+            return load_caption_set(self.images, self.captions, **self.options)
+        except DataError:
+            if self._shape is None or self.val_ref is None:
+                raise
+            return CaptionSet(np.zeros((0, *self._shape), np.float32), [], [])
 
     def describe(self) -> dict[str, Any]:
         return {"source": f"{self.images} + {self.captions}", **super().describe()}
