@@ -1,6 +1,7 @@
 """Training end to end: the run directory, the CLI on a trained run, and the Python API."""
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 from pathlib import Path
@@ -339,6 +340,10 @@ def test_an_image_run_whose_training_folder_moved_away_stays_usable(tiny_config,
     assert final["mse"] > 0 and "sse_ratio_to_pca" not in final  # the PCA baseline fits on training images
     assert main(["evaluate", str(run)]) == 2
     assert "evaluate on data elsewhere with --data PATH" in capsys.readouterr().err
+    if importlib.util.find_spec("onnxruntime") and importlib.util.find_spec("onnxscript"):  # the [export] extra
+        assert main(["export", str(run), "--output", str(tmp_path / "onnx")]) == 0  # checked on seeded noise
+        encoder = json.loads((tmp_path / "onnx" / "export.json").read_text())["graphs"]["encoder"]
+        assert encoder["max_relative_diff"] < 1e-4
 
 
 def test_a_classifier_trained_with_a_validation_folder_loads_after_its_training_folder_moved(tiny_config,

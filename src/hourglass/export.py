@@ -79,7 +79,7 @@ def graphs(run) -> list[Graph]:
     if hasattr(task, "reconstruct"):
         code = found[0].module(images)
         found.append(Graph("decoder", "code", "images", _Call(model, task.decode), code))
-    elif run.config.task.name == "segmentation":
+    elif hasattr(task, "segment"):
         found.append(Graph("segmenter", "images", "logits", _Call(model, lambda x: model(x)), images))
     elif hasattr(task, "logits"):
         found.append(Graph("classifier", "images", "logits", _Call(model, task.logits), images))
@@ -128,9 +128,9 @@ def _listed(out_dir: Path) -> set[str]:
     """The .onnx files that an earlier export.json in ``out_dir`` lists (none when there is none, or it is not
     one of ours)."""
     try:
-        graphs_ = json.loads((out_dir / "export.json").read_text(encoding="utf-8"))["graphs"]
-        return {g["file"] for g in graphs_.values() if Path(g["file"]).name == g["file"].strip()
-                and g["file"].endswith(".onnx")}
+        earlier = json.loads((out_dir / "export.json").read_text(encoding="utf-8"))
+        files = [g["file"] for g in earlier["graphs"].values()]
+        return {f for f in files if Path(f).name == f and f.endswith(".onnx")}  # a bare name: never outside out_dir
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return set()
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -179,8 +180,6 @@ def read_metrics(run: Path) -> dict[str, Any]:
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         problem = str(err)
     if problem:
-        import warnings
-
         warnings.warn(f"{file} is not a JSON object of metrics ({problem}); its metrics are left out. `hourglass "
                       f"evaluate {run}` computes them again.", UserWarning, stacklevel=2)
         return {}

@@ -71,9 +71,9 @@ def cmd_segment(args) -> int:
                              "a segmentation run (e.g. one trained with the camvid-unet recipe).")
     _, height, width = run.data.context().encoder["input_shape"]
     palette = plots.default_palette(run.data.context().decoder["num_classes"])
-    files = _inputs(args.images)
-    targets = _outputs(files, Path(args.output))
-    Path(args.output).mkdir(parents=True, exist_ok=True)
+    files, out = _inputs(args.images), Path(args.output)
+    targets = _outputs(files, out)
+    out.mkdir(parents=True, exist_ok=True)
     for path, (mask_path, blend_path) in zip(files, targets):
         image = read_image(path)  # (h, w, 3) uint8
         h, w = image.shape[:2]

@@ -142,7 +142,7 @@ class SegmentationDataModule(DataModule):
         self._splits: tuple[PairSet, TensorDataset] | None = None
         self._resume: tuple[int, int] | None = None
         self._shape: tuple[int, int, int] | None = None  # (C, H, W) of a trained run (load_artifacts)
-        self._frequency: np.ndarray | None = None  # its class_frequency (median-frequency weights)
+        self._frequency: np.ndarray | None = None  # class_frequency, once computed or stored (load_artifacts)
 
     # -- loading ----------------------------------------------------------------------------------------------
     def _read(self, dirs: tuple[Path, Path], limit: Optional[int] = None):
@@ -229,7 +229,8 @@ class SegmentationDataModule(DataModule):
             counts = np.bincount(mask[mask != self.ignore_index].ravel(), minlength=k)[:k]
             pixels += counts
             totals += (counts > 0) * counts.sum()
-        return np.divide(pixels, totals, out=np.zeros(k), where=totals > 0)
+        self._frequency = np.divide(pixels, totals, out=np.zeros(k), where=totals > 0)  # asked again by finish()
+        return self._frequency
 
     # -- loaders ----------------------------------------------------------------------------------------------
     def resume_at(self, epoch: int, batches_done: int) -> None:
