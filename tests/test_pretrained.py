@@ -147,6 +147,10 @@ def test_a_probe_run_encodes_but_refuses_to_reconstruct_or_score_unlabelled_data
     assert 'of task "classification"; reconstruct needs an autoencoder run' in err and not (tmp_path / "r.png").exists()
     assert main(["evaluate", run, "--data", x, "--json"]) == 2
     assert "has no labels, so a classifier cannot be scored" in capsys.readouterr().err
+    np.savez(tmp_path / "y.npz", images=images, labels=np.array([0, 1, 2, 3, 4, 12]))  # 12: no such digit
+    assert main(["evaluate", run, "--data", str(tmp_path / "y.npz"), "--json"]) == 2
+    err = capsys.readouterr().err
+    assert "has labels up to 12, but the classifier knows 10 classes (ids 0 to 9)" in err and "Traceback" not in err
 
 
 def test_the_cache_refuses_what_it_would_get_wrong(ae_run: Path, tmp_path: Path) -> None:

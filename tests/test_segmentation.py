@@ -3,6 +3,7 @@ errors, training through ``hourglass.training.train`` on a synthetic task, and `
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -314,6 +315,19 @@ def test_evaluate_on_other_data_prints_miou_and_per_class_iou(seg_run: Path, squ
     saved = json.loads((seg_run / "metrics.json").read_text())["final"]
     assert printed["miou"] == pytest.approx(saved["miou"], abs=1e-6)
     assert "iou/square" in printed
+
+
+def test_evaluate_a_trained_run_on_masks_with_an_unknown_value_advises_no_new_classes(seg_run: Path, squares,
+                                                                                      tmp_path: Path, capsys) -> None:
+    other = tmp_path / "other"
+    shutil.copytree(squares[1], other)
+    bad = np.asarray(Image.open(other / "masks" / "img001.png")).copy()
+    bad[0, 0] = 7
+    Image.fromarray(bad).save(other / "masks" / "img001.png")
+    assert main(["evaluate", str(seg_run), "--data", str(other)]) == 2
+    err = capsys.readouterr().err
+    assert "img001.png holds the value(s) 7" in err and "--set data.ignore_index=VALUE" in err
+    assert "Add the missing classes" not in err and "Traceback" not in err
 
 
 def test_segment_writes_masks_and_overlays(seg_run: Path, squares, tmp_path: Path, capsys) -> None:

@@ -73,6 +73,14 @@ def test_encode_reconstruct_info(ae_run: Path, tmp_path: Path, capsys) -> None:
     assert "conv -> plain -> deconv" in out and "parameters" in out
     assert main(["evaluate", str(ae_run), "--data", str(tmp_path / "x.npy"), "--ref", str(tmp_path / "x.npy")]) == 2
     assert "--ref gives the references of parallel text or captions" in capsys.readouterr().err
+    # An --output naming the --data file is refused before it is written: the input stays.
+    for command in ("encode", "reconstruct"):
+        target = tmp_path / ("x.npy" if command == "encode" else "x.png")
+        if command == "reconstruct":
+            target.write_bytes(b"an image of mine")
+        before = target.read_bytes()
+        assert main([command, str(ae_run), "--data", str(target), "--output", str(target)]) == 2
+        assert "is the --data file itself" in capsys.readouterr().err and target.read_bytes() == before
 
 
 @pytest.mark.parametrize("argv, words", [

@@ -65,5 +65,18 @@ def file_ending(suffix: str) -> Callable[[str], str]:
     return check
 
 
+def refuse_overwrite(output: str, data: str) -> None:
+    """Refuse, before any work, an ``--output`` that names the ``--data`` file itself: writing it would destroy
+    the input (a .npy of images given to ``encode`` and named as its output, for example)."""
+    from pathlib import Path
+
+    from hourglass.errors import DataError
+
+    out, src = Path(output), Path(data)
+    if out.exists() and src.exists() and out.resolve() == src.resolve():
+        raise DataError(f"--output {output} is the --data file itself, and writing it would destroy your input. "
+                        "Give --output another name (for example codes.npy); nothing was written.")
+
+
 #: A beam size: 1 to :data:`hourglass.limits.MAX_BEAM`.
 BEAM = count_upto(MAX_BEAM, "the search keeps sentences x beam rows")

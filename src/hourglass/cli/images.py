@@ -5,7 +5,7 @@ from pathlib import Path
 
 import numpy as np
 
-from hourglass.cli.args import count_upto, file_ending
+from hourglass.cli.args import count_upto, file_ending, refuse_overwrite
 
 
 #: The most images one PNG grid draws: 100 million samples once ran out of memory after half a minute.
@@ -47,6 +47,7 @@ def cmd_encode(args) -> int:
     from hourglass.io import atomic_write
     from hourglass.run import Run
 
+    refuse_overwrite(args.output, args.data)
     run = Run.load(args.run)
     codes = run.encode(_read(run, args.data))
     atomic_write(Path(args.output), lambda tmp: np.save(open(tmp, "wb"), codes))
@@ -58,6 +59,7 @@ def cmd_reconstruct(args) -> int:
     from hourglass import plots
     from hourglass.run import Run
 
+    refuse_overwrite(args.output, args.data)
     run = Run.load(args.run)
     images = _read(run, args.data, limit=args.n)
     plots.image_grid([images, run.reconstruct(images)], ["input", "reconstruction"], Path(args.output))

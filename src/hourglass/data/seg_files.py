@@ -95,8 +95,10 @@ def read_mask(path: Path) -> np.ndarray:
     return mask.astype(np.int32, copy=False)
 
 
-def check_values(masks: list[np.ndarray], paths: list[Path], classes: Sequence[str], ignore_index: int) -> None:
-    """Every mask value must be a class id (0..K-1) or ``ignore_index``."""
+def check_values(masks: list[np.ndarray], paths: list[Path], classes: Sequence[str], ignore_index: int, *,
+                 trained: bool = False) -> None:
+    """Every mask value must be a class id (0..K-1) or ``ignore_index``. ``trained``: the masks are read for a
+    trained run, whose classes are fixed, so the advice is not to add classes."""
     k = len(classes)
     bad = []
     for mask, path in zip(masks, paths):
@@ -109,8 +111,12 @@ def check_values(masks: list[np.ndarray], paths: list[Path], classes: Sequence[s
         others = f" ({len(bad) - 1} other mask(s) too: {_names([p for p, _ in bad[1:]])})" if len(bad) > 1 else ""
         raise DataError(
             f"The mask {path} holds the value(s) {', '.join(map(str, wrong[:8].tolist()))}, but data.classes lists "
-            f"{k} classes (ids 0..{k - 1}) and data.ignore_index is {ignore_index}{others}. Add the missing classes "
-            "to data.classes, set data.ignore_index to the value of unlabelled pixels, or fix the masks."
+            f"{k} classes (ids 0..{k - 1}) and data.ignore_index is {ignore_index}{others}. "
+            + ("This run's model was trained on those classes and cannot score others: if the value marks unlabelled "
+               "pixels, pass --set data.ignore_index=VALUE; otherwise fix the masks, or train a new run whose "
+               "data.classes lists the missing ones." if trained else
+               "Add the missing classes to data.classes, set data.ignore_index to the value of unlabelled pixels, or "
+               "fix the masks.")
         )
 
 
@@ -150,8 +156,10 @@ def load_pairs(
     ignore_index: int,
     resize: Sequence[int] | None = None,
     limit: int | None = None,
+    trained: bool = False,
 ) -> tuple[np.ndarray, np.ndarray, list[tuple[Path, Path]]]:
-    """Read and check a folder pair: uint8 images (N, H, W, 3), masks (N, H, W) and the file pairs."""
+    """Read and check a folder pair: uint8 images (N, H, W, 3), masks (N, H, W) and the file pairs (``trained``:
+    for a trained run, as :func:`check_values`)."""
     pairs = pair_files(Path(image_dir), Path(mask_dir))[:limit]
     images = [read_image(ip) for ip, _ in pairs]
     masks = [read_mask(mp) for _, mp in pairs]
@@ -162,7 +170,7 @@ def load_pairs(
             if img.shape[:2] != mask.shape[:2]:
                 check_sizes([img], [mask], [(ip, mp)])
             images[i], masks[i] = resize_pair(img, mask, resize)
-    check_values(masks, [mp for _, mp in pairs], classes, ignore_index)
+    check_values(masks, [mp for _, mp in pairs], classes, ignore_index, trained=trained)
     dtype = np.uint8 if max(len(classes) - 1, ignore_index) <= 255 else np.int32
     return np.stack(images), np.stack(masks).astype(dtype), pairs
 

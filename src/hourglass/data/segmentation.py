@@ -143,11 +143,12 @@ class SegmentationDataModule(DataModule):
         self._resume: tuple[int, int] | None = None
         self._shape: tuple[int, int, int] | None = None  # (C, H, W) of a trained run (load_artifacts)
         self._frequency: np.ndarray | None = None  # class_frequency, once computed or stored (load_artifacts)
+        self._trained = False  # a trained run's data (load_artifacts): its classes are fixed
 
     # -- loading ----------------------------------------------------------------------------------------------
     def _read(self, dirs: tuple[Path, Path], limit: Optional[int] = None):
         return load_pairs(*dirs, classes=self.classes, ignore_index=self.ignore_index, resize=self.resize,
-                          limit=limit)
+                          limit=limit, trained=self._trained)
 
     def _training_pairs(self) -> tuple[np.ndarray, np.ndarray]:
         """The training images (N, H, W, C) and masks (N, H, W); for a trained run whose training data has moved
@@ -265,6 +266,7 @@ class SegmentationDataModule(DataModule):
         if saved.get("classes") != self.classes:
             raise DataError(f"{path} lists the classes {saved.get('classes')}, but the config lists {self.classes}. "
                             "The run was trained with the former; restore its config.yaml.")
+        self._trained = True
         if saved.get("input_shape"):  # runs from before these were stored read their training images instead
             self._shape = tuple(saved["input_shape"])
             self._frequency = np.asarray(saved["class_frequency"], dtype=np.float64)
