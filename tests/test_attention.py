@@ -138,7 +138,28 @@ def test_additive_weights_equal_the_tanh_formula_with_and_without_grad(coverage:
     _, weights = attention(query, memory, mask, coverage=cov)
     with torch.no_grad():
         _, in_place = attention(query, memory, mask, coverage=cov)
-    assert torch.allclose(weights, expected, atol=1e-6) and torch.equal(weights.detach(), in_place)
+    assert torch.allclose(weights, expected, atol=1e-6) and torch.allclose(weights.detach(), in_place, atol=1e-7)
+
+
+@pytest.mark.parametrize("coverage", [False, True])
+def test_additive_weights_of_a_sentence_do_not_depend_on_its_batch(monkeypatch, coverage: bool) -> None:
+    """Without a gradient the score runs in pieces of a few sentences, with a row-by-row dot product: a sentence
+    gets the same bits alone, in a batch, and whatever the pieces (a matrix product would round it differently
+    with the number of rows around it)."""
+    import hourglass.attention as attention_module
+
+    torch.manual_seed(0)
+    attention = AdditiveAttention(query_dim=6, memory_dim=5, hidden=7, coverage=coverage)
+    query, memory = torch.randn(7, 5, 6), torch.randn(7, 9, 5)
+    mask = torch.arange(9) < torch.tensor([9, 5, 1, 9, 3, 7, 8]).unsqueeze(1)  # (7, 9)
+    cov = torch.rand(7, 9) if coverage else None
+    with torch.no_grad():
+        _, whole = attention(query, memory, mask, coverage=cov)
+        alone = [attention(query[i:i + 1], memory[i:i + 1], mask[i:i + 1],
+                           coverage=None if cov is None else cov[i:i + 1])[1] for i in range(7)]
+        monkeypatch.setattr(attention_module, "CHUNK", 2 * 5 * 9 * 7)  # pieces of two sentences
+        _, pieces = attention(query, memory, mask, coverage=cov)
+    assert torch.equal(whole, torch.cat(alone)) and torch.equal(whole, pieces)
 
 
 def test_additive_weights_under_bfloat16_autocast_stay_close_to_float32() -> None:

@@ -86,6 +86,11 @@ class Attention(nn.Module):
         return masked_softmax(self.score(query, keys, cov), mask.unsqueeze(1))
 
 
+#: The most numbers (256 K: 1 MB in float32) in one piece of the additive score's (B, T, S, A) tensor without a
+#: gradient: small enough for a core's L2 cache, large enough that the per-piece calls cost little.
+CHUNK = 1 << 18
+
+
 class AdditiveAttention(Attention):
     """Bahdanau et al. (2015), eq. 6: ``e_ij = v^T tanh(W_q s_i + W_m m_j [+ w_c cov_ij])``.
 
@@ -98,6 +103,14 @@ class AdditiveAttention(Attention):
     largest cost of a batched beam-search step. ``keys`` holds ``2 W_m m_j``; without a gradient the sigmoid and
     the shift run in place. (Dropping the shift, a constant that the softmax cancels, would save one more pass
     but put an offset of sum(v) into the score, which bfloat16 then rounds coarsely.)
+
+    Without a gradient (search, evaluation) the sum runs over a few sentences at a time (:data:`CHUNK`): each
+    piece of the (B, T, S, A) tensor then stays in the CPU's cache through its passes (sum, sigmoid, shift,
+    product with v, sum over A) instead of going out to memory and back each time, and no tensor of that size is
+    allocated.
+    The dot with v is a multiply and a sum over A, row by row, never a matrix product: a matrix product rounds a
+    row differently with the number of rows around it (MKL's blocks of four), so a sentence's attention would
+    depend on its batch. With a gradient, the whole tensor is kept for the backward pass, as autograd needs.
     """
 
     def __init__(self, *, query_dim: int, memory_dim: int, hidden: int | None = None, coverage: bool = False):
@@ -112,16 +125,32 @@ class AdditiveAttention(Attention):
         return 2 * self.memory_proj(memory)  # (B, S, A): doubled for the sigmoid form (class docstring)
 
     def score(self, query: Tensor, keys: Tensor, coverage: Tensor | None) -> Tensor:
-        hidden = (2 * self.query_proj(query)).unsqueeze(2) + keys.unsqueeze(1)  # (B, T, S, A), a new tensor
-        if self.coverage_proj is not None:
-            if coverage is None:
-                raise ValueError("this attention was built with coverage=True; pass coverage (B, S)")
-            hidden = hidden + 2 * self.coverage_proj(coverage.unsqueeze(-1))  # (B, 1|T, S, A)
-        if torch.is_grad_enabled() and hidden.requires_grad:
-            half_tanh = torch.sigmoid(hidden) - 0.5
-        else:
-            half_tanh = hidden.sigmoid_().sub_(0.5)  # in place: ``hidden`` is a new tensor
-        return F.linear(half_tanh, 2 * self.v.weight).squeeze(-1)  # (B, T, S)
+        if self.coverage_proj is not None and coverage is None:
+            raise ValueError("this attention was built with coverage=True; pass coverage (B, S)")
+        q = 2 * self.query_proj(query)  # (B, T, A)
+        cov = None if self.coverage_proj is None else 2 * self.coverage_proj(coverage.unsqueeze(-1))
+        if torch.is_grad_enabled() and any(x is not None and x.requires_grad for x in (q, keys, cov)):
+            hidden = q.unsqueeze(2) + keys.unsqueeze(1)  # (B, T, S, A)
+            hidden = hidden if cov is None else hidden + cov  # cov (B, 1|T, S, A)
+            return F.linear(torch.sigmoid(hidden) - 0.5, 2 * self.v.weight).squeeze(-1)  # (B, T, S)
+        return self._score_in_pieces(q, keys, cov)
+
+    def _score_in_pieces(self, q: Tensor, keys: Tensor, cov: Tensor | None) -> Tensor:
+        """q (B, T, A), keys (B, S, A), cov (B, 1|T, S, A) or None -> scores (B, T, S), without a gradient, a few
+        sentences at a time (class docstring)."""
+        b, t, a = q.shape
+        s = keys.shape[1]
+        dtype = torch.result_type(q, keys)  # bfloat16 under autocast
+        v = 2 * self.v.weight.squeeze(0).to(dtype)  # (A,)
+        out = q.new_empty(b, t, s, dtype=dtype)
+        step = max(1, CHUNK // max(1, t * s * a))  # sentences per piece
+        for i in range(0, b, step):
+            j = min(b, i + step)
+            hidden = q[i:j].unsqueeze(2) + keys[i:j].unsqueeze(1)  # (n, T, S, A), a new tensor
+            if cov is not None:
+                hidden += cov[i:j]
+            torch.sum(hidden.sigmoid_().sub_(0.5).mul_(v), -1, out=out[i:j])  # (n, T, S)
+        return out
 
 
 class DotAttention(Attention):
