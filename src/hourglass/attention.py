@@ -128,15 +128,16 @@ class AdditiveAttention(Attention):
         if self.coverage_proj is not None and coverage is None:
             raise ValueError("this attention was built with coverage=True; pass coverage (B, S)")
         q = 2 * self.query_proj(query)  # (B, T, A)
-        cov = None if self.coverage_proj is None else 2 * self.coverage_proj(coverage.unsqueeze(-1))
-        if torch.is_grad_enabled() and any(x is not None and x.requires_grad for x in (q, keys, cov)):
+        cov = None if self.coverage_proj is None else coverage.unsqueeze(-1)  # (B, 1|T, S, 1)
+        if torch.is_grad_enabled() and (any(p.requires_grad for p in self.parameters()) or keys.requires_grad
+                                        or any(x is not None and x.requires_grad for x in (query, cov))):
             hidden = q.unsqueeze(2) + keys.unsqueeze(1)  # (B, T, S, A)
-            hidden = hidden if cov is None else hidden + cov  # cov (B, 1|T, S, A)
+            hidden = hidden if cov is None else hidden + 2 * self.coverage_proj(cov)  # (B, 1|T, S, A)
             return F.linear(torch.sigmoid(hidden) - 0.5, 2 * self.v.weight).squeeze(-1)  # (B, T, S)
         return self._score_in_pieces(q, keys, cov)
 
     def _score_in_pieces(self, q: Tensor, keys: Tensor, cov: Tensor | None) -> Tensor:
-        """q (B, T, A), keys (B, S, A), cov (B, 1|T, S, A) or None -> scores (B, T, S), without a gradient, a few
+        """q (B, T, A), keys (B, S, A), cov (B, 1|T, S, 1) or None -> scores (B, T, S), without a gradient, a few
         sentences at a time (class docstring)."""
         b, t, a = q.shape
         s = keys.shape[1]
@@ -148,7 +149,7 @@ class AdditiveAttention(Attention):
             j = min(b, i + step)
             hidden = q[i:j].unsqueeze(2) + keys[i:j].unsqueeze(1)  # (n, T, S, A), a new tensor
             if cov is not None:
-                hidden += cov[i:j]
+                hidden += 2 * self.coverage_proj(cov[i:j])  # (n, 1|T, S, A)
             torch.sum(hidden.sigmoid_().sub_(0.5).mul_(v), -1, out=out[i:j])  # (n, T, S)
         return out
 
