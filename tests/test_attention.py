@@ -142,24 +142,29 @@ def test_additive_weights_equal_the_tanh_formula_with_and_without_grad(coverage:
 
 
 @pytest.mark.parametrize("coverage", [False, True])
-def test_additive_weights_of_a_sentence_do_not_depend_on_its_batch(monkeypatch, coverage: bool) -> None:
-    """Without a gradient the score runs in pieces of a few sentences, with a row-by-row dot product: a sentence
-    gets the same bits alone, in a batch, and whatever the pieces (a matrix product would round it differently
-    with the number of rows around it)."""
+@pytest.mark.parametrize("seed", range(4))
+def test_additive_scores_of_a_sentence_do_not_depend_on_its_batch(monkeypatch, coverage: bool, seed: int) -> None:
+    """Without a gradient the score runs in pieces of a few sentences, with a row-by-row dot product: given its
+    query and key projections (A a multiple of the vector width), a sentence's scores are the same bits alone,
+    in a batch, and whatever the pieces. A matrix product for the dot rounded a row differently with the
+    number of rows around it."""
     import hourglass.attention as attention_module
 
-    torch.manual_seed(0)
-    attention = AdditiveAttention(query_dim=6, memory_dim=5, hidden=7, coverage=coverage)
-    query, memory = torch.randn(7, 5, 6), torch.randn(7, 9, 5)
-    mask = torch.arange(9) < torch.tensor([9, 5, 1, 9, 3, 7, 8]).unsqueeze(1)  # (7, 9)
-    cov = torch.rand(7, 9) if coverage else None
+    torch.manual_seed(seed)
+    a, s, t = 32, 9, 5
+    attention = AdditiveAttention(query_dim=6, memory_dim=5, hidden=a, coverage=coverage)
+    q, keys = torch.randn(7, t, a), torch.randn(7, s, a)  # the projections 2 W_q s_i and 2 W_m m_j
+    cov = torch.rand(7, 1, s, 1) if coverage else None
     with torch.no_grad():
-        _, whole = attention(query, memory, mask, coverage=cov)
-        alone = [attention(query[i:i + 1], memory[i:i + 1], mask[i:i + 1],
-                           coverage=None if cov is None else cov[i:i + 1])[1] for i in range(7)]
-        monkeypatch.setattr(attention_module, "CHUNK", 2 * 5 * 9 * 7)  # pieces of two sentences
-        _, pieces = attention(query, memory, mask, coverage=cov)
+        whole = attention._score_in_pieces(q, keys, cov)  # (7, T, S)
+        alone = [attention._score_in_pieces(q[i:i + 1], keys[i:i + 1], None if cov is None else cov[i:i + 1])
+                 for i in range(7)]
+        monkeypatch.setattr(attention_module, "CHUNK", 2 * t * s * a)  # pieces of two sentences
+        pieces = attention._score_in_pieces(q, keys, cov)
     assert torch.equal(whole, torch.cat(alone)) and torch.equal(whole, pieces)
+    half_tanh = torch.sigmoid(q.unsqueeze(2) + keys.unsqueeze(1)
+                              + (0 if cov is None else 2 * attention.coverage_proj(cov))) - 0.5
+    assert torch.allclose(whole, attention.v(2 * half_tanh).squeeze(-1), atol=1e-5)  # Bahdanau's score
 
 
 def test_additive_weights_under_bfloat16_autocast_stay_close_to_float32() -> None:

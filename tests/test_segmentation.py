@@ -326,7 +326,7 @@ def test_evaluate_a_trained_run_on_masks_with_an_unknown_value_advises_no_new_cl
     Image.fromarray(bad).save(other / "masks" / "img001.png")
     assert main(["evaluate", str(seg_run), "--data", str(other)]) == 2
     err = capsys.readouterr().err
-    assert "img001.png holds the value(s) 7" in err and "--set data.ignore_index=VALUE" in err
+    assert "img001.png holds the value(s) 7" in err and "set pixels that are unlabelled to 255, the value" in err
     assert "Add the missing classes" not in err and "Traceback" not in err
 
 

@@ -81,6 +81,15 @@ def test_encode_reconstruct_info(ae_run: Path, tmp_path: Path, capsys) -> None:
         before = target.read_bytes()
         assert main([command, str(ae_run), "--data", str(target), "--output", str(target)]) == 2
         assert "is the --data file itself" in capsys.readouterr().err and target.read_bytes() == before
+    # ... or a file inside the --data folder (an input image the grid would replace)
+    folder = tmp_path / "pictures"
+    folder.mkdir()
+    Image.fromarray(images[0]).save(folder / "a.png")
+    before = (folder / "a.png").read_bytes()
+    assert main(["reconstruct", str(ae_run), "--data", str(folder), "--output", str(folder / "a.png")]) == 2
+    err = capsys.readouterr().err
+    assert "is a file inside the --data folder" in err and "reconstructions.png" in err
+    assert (folder / "a.png").read_bytes() == before
 
 
 @pytest.mark.parametrize("argv, words", [

@@ -65,17 +65,23 @@ def file_ending(suffix: str) -> Callable[[str], str]:
     return check
 
 
-def refuse_overwrite(output: str, data: str) -> None:
-    """Refuse, before any work, an ``--output`` that names the ``--data`` file itself: writing it would destroy
-    the input (a .npy of images given to ``encode`` and named as its output, for example)."""
+def refuse_overwrite(output: str, data: str, example: str) -> None:
+    """Refuse, before any work, an ``--output`` that would destroy an input: the ``--data`` file itself (a .npy of
+    images given to ``encode`` and named as its output), a link to it, or an existing file inside the ``--data``
+    folder (an image that ``reconstruct`` would draw its grid over). ``example``: a good name to suggest."""
     from pathlib import Path
 
     from hourglass.errors import DataError
 
     out, src = Path(output), Path(data)
-    if out.exists() and src.exists() and out.resolve() == src.resolve():
+    if not (out.exists() and src.exists()):
+        return
+    if out.samefile(src):  # a link to the input is the input too
         raise DataError(f"--output {output} is the --data file itself, and writing it would destroy your input. "
-                        "Give --output another name (for example codes.npy); nothing was written.")
+                        f"Give --output another name (for example {example}); nothing was written.")
+    if src.is_dir() and src.resolve() in out.resolve().parents:
+        raise DataError(f"--output {output} is a file inside the --data folder {data}, and writing it would replace "
+                        f"it. Give --output a path outside {data} (for example {example}); nothing was written.")
 
 
 #: A beam size: 1 to :data:`hourglass.limits.MAX_BEAM`.

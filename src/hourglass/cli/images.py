@@ -47,7 +47,7 @@ def cmd_encode(args) -> int:
     from hourglass.io import atomic_write
     from hourglass.run import Run
 
-    refuse_overwrite(args.output, args.data)
+    refuse_overwrite(args.output, args.data, "codes.npy")
     run = Run.load(args.run)
     codes = run.encode(_read(run, args.data))
     atomic_write(Path(args.output), lambda tmp: np.save(open(tmp, "wb"), codes))
@@ -59,7 +59,7 @@ def cmd_reconstruct(args) -> int:
     from hourglass import plots
     from hourglass.run import Run
 
-    refuse_overwrite(args.output, args.data)
+    refuse_overwrite(args.output, args.data, "reconstructions.png")
     run = Run.load(args.run)
     images = _read(run, args.data, limit=args.n)
     plots.image_grid([images, run.reconstruct(images)], ["input", "reconstruction"], Path(args.output))

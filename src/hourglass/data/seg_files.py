@@ -112,9 +112,9 @@ def check_values(masks: list[np.ndarray], paths: list[Path], classes: Sequence[s
         raise DataError(
             f"The mask {path} holds the value(s) {', '.join(map(str, wrong[:8].tolist()))}, but data.classes lists "
             f"{k} classes (ids 0..{k - 1}) and data.ignore_index is {ignore_index}{others}. "
-            + ("This run's model was trained on those classes and cannot score others: if the value marks unlabelled "
-               "pixels, pass --set data.ignore_index=VALUE; otherwise fix the masks, or train a new run whose "
-               "data.classes lists the missing ones." if trained else
+            + (f"This run's model was trained on those classes and scores no others: set pixels that are unlabelled "
+               f"to {ignore_index}, the value this run ignores, or fix the masks; to score more classes, train a new "
+               "run whose data.classes lists them." if trained else
                "Add the missing classes to data.classes, set data.ignore_index to the value of unlabelled pixels, or "
                "fix the masks.")
         )
