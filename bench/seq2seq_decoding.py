@@ -72,7 +72,8 @@ def main() -> int:
 
     res: dict = {"run": str(args.run), "sentences": len(lines), "beam": args.beam, "batch": args.batch,
                  "threads": torch.get_num_threads(), "precision": args.precision,
-                 "machine": platform.processor() or platform.machine()}
+                 "machine": platform.processor() or platform.machine(),
+                 "cpu_capability": torch.backends.cpu.get_cpu_capability()}  # AVX2 or AVX512: timings differ
     def pruned() -> list[str]:
         task.beam_prune = args.prune
         try:
