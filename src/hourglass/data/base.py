@@ -2,11 +2,26 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, Callable, ClassVar, TypeVar
 
 import lightning as L
 
+from hourglass.errors import DataError
 from hourglass.model import DataContext
+
+T = TypeVar("T")
+
+
+def training_or_empty(read: Callable[[], T], empty: Callable[[], T] | None) -> T:
+    """``read()``, the training data; when it is gone (DataError) and ``empty`` is given, ``empty()``: none of it, of
+    the shape a trained run stored, which is all that evaluating that run on other data needs. ``empty`` is None
+    when there is no stored shape or no other data to evaluate on, and the error stands."""
+    try:
+        return read()
+    except DataError:
+        if empty is None:
+            raise
+        return empty()
 
 
 class DataModule(L.LightningDataModule):

@@ -45,7 +45,7 @@ from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 from hourglass._registry import register_dataset
 from hourglass.data.arrays import GRAY_MODES, IMAGE_ERRORS, eight_bit
-from hourglass.data.base import DataModule
+from hourglass.data.base import DataModule, training_or_empty
 from hourglass.data.batching import pad
 from hourglass.data.sampler import ResumableSampler
 from hourglass.data.text import iter_lines
@@ -455,12 +455,12 @@ class CaptionsDataModule(CaptionDataModule):
     def _training_set(self) -> CaptionSet:
         """The training images and captions; for a trained run whose training data has moved away and that is
         evaluated on other data (``val_ref``), none, of the stored shape (its tokenizer is the run's own)."""
-        try:
-            return load_caption_set(self.images, self.captions, **self.options)
-        except DataError:
-            if self._shape is None or self.val_ref is None:
-                raise
+        def empty() -> CaptionSet:
             return CaptionSet(np.zeros((0, *self._shape), np.float32), [], [])
+
+        usable = self._shape is not None and self.val_ref is not None
+        return training_or_empty(lambda: load_caption_set(self.images, self.captions, **self.options),
+                                 empty if usable else None)
 
     def describe(self) -> dict[str, Any]:
         return {"source": f"{self.images} + {self.captions}", **super().describe()}

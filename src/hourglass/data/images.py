@@ -14,7 +14,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from hourglass._registry import register_dataset
 from hourglass.data.arrays import ImageArray, load_digits_images, load_images, shaped
-from hourglass.data.base import DataModule
+from hourglass.data.base import DataModule, training_or_empty
 from hourglass.data.sampler import ResumableSampler
 from hourglass.errors import DataError
 from hourglass.io import atomic_write_json
@@ -128,14 +128,12 @@ class ImageDataModule(DataModule):
     def _training_images(self) -> ImageArray:
         """The training images; for a trained run whose training data has moved away, an empty array of the
         stored shape and class names instead: evaluating it on other data (``val_path``) needs no training image."""
-        try:
-            return read_images(**self.opts)
-        except DataError:
-            if self._stored is None:
-                raise
+        def empty() -> ImageArray:
             shape, names = self._stored["input_shape"], self._stored["class_names"]
             return ImageArray(np.zeros((0, *shape), np.float32), None if names is None else np.zeros(0, np.int64),
                               str(self.opts["path"]), None if names is None else tuple(names))
+
+        return training_or_empty(lambda: read_images(**self.opts), None if self._stored is None else empty)
 
     def setup(self, stage: str | None = None) -> None:
         if self._splits is None:

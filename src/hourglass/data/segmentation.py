@@ -28,7 +28,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 from hourglass._registry import register_dataset
-from hourglass.data.base import DataModule
+from hourglass.data.base import DataModule, training_or_empty
 from hourglass.data.sampler import ResumableSampler
 from hourglass.data.seg_files import find_split, load_pairs
 from hourglass.errors import ConfigError, DataError
@@ -153,13 +153,12 @@ class SegmentationDataModule(DataModule):
     def _training_pairs(self) -> tuple[np.ndarray, np.ndarray]:
         """The training images (N, H, W, C) and masks (N, H, W); for a trained run whose training data has moved
         away and that is evaluated on other data, none, of the stored size (no training image is needed)."""
-        try:
-            return self._read(self.train_dirs, self.limit)[:2]
-        except DataError:
-            if self._shape is None or not (self.val_path or self.val_dirs):
-                raise
+        def empty() -> tuple[np.ndarray, np.ndarray]:
             c, h, w = self._shape
             return np.zeros((0, h, w, c), np.uint8), np.zeros((0, h, w), np.int64)
+
+        usable = self._shape is not None and bool(self.val_path or self.val_dirs)
+        return training_or_empty(lambda: self._read(self.train_dirs, self.limit)[:2], empty if usable else None)
 
     def _load(self) -> tuple[PairSet, TensorDataset]:
         images, masks = self._training_pairs()
