@@ -47,6 +47,16 @@ def interleaved(variants: dict[str, Callable[[], list]], repeats: int) -> tuple[
     return best, outputs
 
 
+def cpu_model() -> str:
+    """The CPU's name from /proc/cpuinfo (Linux), else what ``platform`` knows."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return platform.processor() or platform.machine()
+    names = [line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")]
+    return names[0] if names else platform.processor() or platform.machine()
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("run")
@@ -73,6 +83,7 @@ def main() -> int:
     res: dict = {"run": str(args.run), "sentences": len(lines), "beam": args.beam, "batch": args.batch,
                  "threads": torch.get_num_threads(), "precision": args.precision,
                  "machine": platform.processor() or platform.machine(),
+                 "cpu_model": cpu_model(),  # ratios differ by CPU (bench/RESULTS-seq2seq.md)
                  "cpu_capability": torch.backends.cpu.get_cpu_capability()}  # AVX2 or AVX512: timings differ
     def pruned() -> list[str]:
         task.beam_prune = args.prune
