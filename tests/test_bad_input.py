@@ -169,6 +169,7 @@ def test_option_out_of_range_is_refused_before_anything_runs(capsys, tmp_path: P
     ("trainer.max_epochs=3", '"trainer.max_epochs" is set by hourglass from train.max_epochs'),
     ("trainer.devices=abc", "should be an int > 0"),  # a TypeError inside Lightning
     ("trainer.precision=64", "(float64) is not supported"),  # failed in the first conv, float32 input
+    ("trainer.accelerator=tpu", "torch_xla"),  # an ImportError inside Lightning: its package is not installed
 ])
 def test_bad_trainer_value_is_a_config_error_and_writes_nothing(capsys, tmp_path: Path, setting: str,
                                                                 words: str) -> None:

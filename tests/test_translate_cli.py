@@ -86,7 +86,7 @@ def test_translate_input_file_and_nbest(run_dir, tmp_path, monkeypatch, capsys):
 
 def test_translate_streams_before_stdin_closes(run_dir):
     """The first translation arrives while stdin is still open: the reader does not wait for the end."""
-    proc = subprocess.Popen([sys.executable, "-m", "hourglass.cli", "translate", str(run_dir)], stdin=subprocess.PIPE,
+    proc = subprocess.Popen([sys.executable, "-m", "hourglass", "translate", str(run_dir)], stdin=subprocess.PIPE,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=1)
     try:
         proc.stdin.write("R a b c\n")
@@ -233,6 +233,18 @@ def test_attention_map(run_dir, tmp_path, capsys):
     out = tmp_path / "att.png"
     assert main(["attention", str(run_dir), "R a b c", "--output", str(out)]) == 0
     assert out.read_bytes()[:4] == b"\x89PNG" and capsys.readouterr().out.strip() == "c b a"
+
+
+@pytest.mark.parametrize("command, work", [("encode", "encode images"), ("reconstruct", "reconstruct images")])
+def test_image_commands_refuse_a_text_run_before_reading_anything(run_dir, tmp_path, capsys, command, work):
+    """They looked up the images' shape in the run's data and failed with a KeyError on a text run."""
+    images = tmp_path / "images.npy"
+    images.write_bytes(b"not read")  # the refusal comes first: the file is neither read nor replaced
+    output = tmp_path / ("codes.npy" if command == "encode" else "r.png")
+    assert main([command, str(run_dir), "--data", str(images), "--output", str(output)]) == 2
+    err = capsys.readouterr().err
+    assert f"reads tokens, not images, so it cannot {work}" in err and "hourglass translate" in err
+    assert not output.exists() and images.read_bytes() == b"not read"
 
 
 def test_translate_refuses_a_run_that_is_not_seq2seq(tmp_path, tiny_config, capsys):

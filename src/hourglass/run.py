@@ -96,15 +96,21 @@ class Run:
             )
 
     # -- model use (autoencoders) -------------------------------------------------------------------------------
-    def _images(self, images: np.ndarray) -> torch.Tensor:
-        """(N, C, H, W) numbers in [0, 1], or uint8 pixels in 0-255 (scaled here) -> a float tensor."""
+    def image_shape(self, use: str = "encode images") -> tuple[int, ...]:
+        """(C, H, W) of the images this run's encoder reads; a clear error naming ``use`` for a run that reads
+        something else (text)."""
         context = self.data.context()
         shape = context.encoder.get("input_shape")
         if shape is None:
             raise HourglassError(
-                f'The run {self.path} reads {context.modality}, not images, so it cannot encode images. '
+                f"The run {self.path} reads {context.modality}, not images, so it cannot {use}. "
                 "Use `hourglass translate` on a text run, or give the directory of an image run."
             )
+        return tuple(shape)
+
+    def _images(self, images: np.ndarray, use: str = "encode images") -> torch.Tensor:
+        """(N, C, H, W) numbers in [0, 1], or uint8 pixels in 0-255 (scaled here) -> a float tensor."""
+        shape = self.image_shape(use)
         array = np.asarray(images)
         if array.dtype == np.uint8:
             array = array / 255.0
@@ -145,7 +151,7 @@ class Run:
     @torch.no_grad()
     def reconstruct(self, images: np.ndarray) -> np.ndarray:
         """(N, C, H, W) in [0, 1] (or uint8 in 0-255) -> reconstructions (N, C, H, W) in [0, 1]."""
-        return self._autoencoder("reconstruct").reconstruct(self._images(images)).numpy()
+        return self._autoencoder("reconstruct").reconstruct(self._images(images, "reconstruct images")).numpy()
 
     @torch.no_grad()
     def sample(self, n: int, seed: int = 0) -> np.ndarray:

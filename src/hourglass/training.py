@@ -229,7 +229,9 @@ def make_trainer(config: Config, run_dir: Path, extra_callbacks: Sequence[Callba
             enable_progress_bar=tc.progress, enable_model_summary=False, use_distributed_sampler=False,
             **trainer_kwargs(config),
         )
-    except (ValueError, TypeError, MisconfigurationException) as err:  # Lightning's words name the bad value
+    # Lightning's words name the bad value; an accelerator whose package is missing (tpu: torch_xla) raises an
+    # ImportError.
+    except (ValueError, TypeError, ImportError, MisconfigurationException) as err:
         raise ConfigError(
             f"The trainer section of the config cannot run here: {err} Fix that trainer.* key in the config or with "
             "--set (e.g. trainer.accelerator=cpu, trainer.precision=32-true); nothing was written."

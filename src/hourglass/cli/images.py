@@ -35,12 +35,13 @@ def register(sub) -> None:
     p.set_defaults(func=cmd_sample)
 
 
-def _read(run, path: str, limit: int | None = None) -> np.ndarray:
+def _read(run, path: str, use: str, limit: int | None = None) -> np.ndarray:
+    """The images at ``path``, read as ``run`` was trained (channels, resize); ``use`` names the command's work in
+    the error for a run that does not read images."""
     from hourglass.data.images import read_images
 
-    opts = run.config.data.options()
-    channels = run.data.context().encoder["input_shape"][0]
-    return read_images(path, resize=opts.get("resize"), channels=channels, limit=limit).images
+    channels = run.image_shape(use)[0]  # before reading: a text run is refused, not a KeyError
+    return read_images(path, resize=run.config.data.options().get("resize"), channels=channels, limit=limit).images
 
 
 def cmd_encode(args) -> int:
@@ -49,7 +50,7 @@ def cmd_encode(args) -> int:
 
     refuse_overwrite(args.output, args.data, "codes.npy")
     run = Run.load(args.run)
-    codes = run.encode(_read(run, args.data))
+    codes = run.encode(_read(run, args.data, "encode images"))
     atomic_write(Path(args.output), lambda tmp: np.save(open(tmp, "wb"), codes))
     print(f"wrote {codes.shape[0]} codes of size {codes.shape[1]} to {args.output}")
     return 0
@@ -61,7 +62,7 @@ def cmd_reconstruct(args) -> int:
 
     refuse_overwrite(args.output, args.data, "reconstructions.png")
     run = Run.load(args.run)
-    images = _read(run, args.data, limit=args.n)
+    images = _read(run, args.data, "reconstruct images", limit=args.n)
     plots.image_grid([images, run.reconstruct(images)], ["input", "reconstruction"], Path(args.output))
     print(args.output)
     return 0
