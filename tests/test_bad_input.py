@@ -163,6 +163,16 @@ def test_option_out_of_range_is_refused_before_anything_runs(capsys, tmp_path: P
     assert not (tmp_path / "run").exists()
 
 
+def test_a_seed_out_of_range_is_refused_in_the_config_and_on_the_command_line(capsys, tmp_path: Path) -> None:
+    """Lightning's seed_everything and torch's generators raised their own overflow errors."""
+    err = _fails(capsys, "train", *FAST, "seed=4294967296", "--out", str(tmp_path / "run"))
+    assert '"seed" has a wrong value 4294967296' in err and not (tmp_path / "run").exists()
+    for command in (["sample", str(tmp_path), "--output", str(tmp_path / "s.png")], ["translate", str(tmp_path)]):
+        with pytest.raises(SystemExit):
+            main([*command, "--seed", "99999999999999999999"])
+        assert "is not a seed: give a whole number from 0 to 4294967295" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("setting, words", [
     ("trainer.precision=foo", "Precision 'foo' is invalid"),
     ("trainer.strategy=ddpx", "invalid strategy name"),
@@ -188,6 +198,8 @@ TEXT = ["multi30k-gru-attention", "--set", "data.tsv=pairs.tsv", "data.source=nu
     ("data.max_length=0", '"data.max_length" has a wrong value 0'),
     ("data.train_limit=0", '"data.train_limit" has a wrong value 0'),
     ("task.max_len_ratio=-1", '"task.max_len_ratio" has a wrong value -1'),
+    ("task.length_penalty=1000", "task.length_penalty is GNMT's alpha: a number from -10 to 10, got 1000"),
+    ("task.length_penalty=.nan", "task.length_penalty is GNMT's alpha: a number from -10 to 10, got nan"),
     ("task.max_len=0", '"task.max_len" has a wrong value 0'),
 ])
 def test_text_options_out_of_range_are_refused(capsys, tmp_path: Path, monkeypatch, setting: str, words: str) -> None:

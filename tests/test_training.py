@@ -1,6 +1,7 @@
 """Training end to end: the run directory, the CLI on a trained run, and the Python API."""
 from __future__ import annotations
 
+import errno
 import importlib.util
 import json
 import os
@@ -315,6 +316,45 @@ def test_an_output_under_a_file_is_one_paragraph_not_a_traceback(ae_run: Path, t
     err = capsys.readouterr().err
     assert err.startswith(f"error: Cannot use the path {tmp_path / 'afile'}") and "Traceback" not in err
     assert (tmp_path / "afile").read_text() == "mine"
+
+
+@pytest.mark.parametrize("failure", [OSError(errno.ENOSPC, "No space left on device"),
+                                     OSError("28752 requested and 4064 written"),  # numpy's short write
+                                     RuntimeError("Error while serializing: No space left on device (os error 28)")])
+def test_a_failed_atomic_write_names_the_target_and_keeps_the_old_file(tmp_path: Path, failure: Exception) -> None:
+    """A full disk (or safetensors' own error for one) named the temporary file beside the target, or nothing."""
+    from hourglass.io import atomic_write
+
+    target = tmp_path / "codes.npy"
+    target.write_text("old")
+
+    def write(tmp: str) -> None:
+        Path(tmp).write_text("half")
+        raise failure
+
+    with pytest.raises(OSError) as caught:
+        atomic_write(target, write)
+    assert caught.value.filename == str(target) and target.read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["codes.npy"]  # no temporary file left beside it
+
+
+def test_a_full_disk_and_a_full_stdout_are_one_paragraph(ae_run: Path, tmp_path: Path, monkeypatch, capsys) -> None:
+    import hourglass.cli.images as images
+
+    def full(path, write):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr("hourglass.io.atomic_write", full)
+    assert main(["encode", str(ae_run), "--data", "digits", "--output", str(tmp_path / "c.npy")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: Cannot use the path {tmp_path / 'c.npy'}: No space left on device. Free some")
+
+    def stdout_full(args):
+        raise OSError(errno.ENOSPC, "No space left on device")  # print() to a file on a full disk (/dev/full)
+
+    monkeypatch.setattr(images, "cmd_sample", stdout_full)
+    assert main(["sample", str(ae_run), "--output", str(tmp_path / "s.png")]) == 2
+    assert capsys.readouterr().err.startswith("error: A write failed: No space left on device. Free some space")
 
 
 def test_info_on_a_run_with_a_broken_metrics_file_warns_and_shows_the_rest(ae_run: Path, tmp_path: Path,

@@ -222,8 +222,12 @@ def test_search_options_from_the_cli_override_the_run_and_evaluate_reports_them(
     metrics = json.loads(capsys.readouterr().out)
     assert {k: metrics[k] for k in ("beam", "length_penalty", "max_len", "min_len", "no_repeat_ngram")} == \
         {"beam": 2, "length_penalty": 0.5, "max_len": 30, "min_len": 1, "no_repeat_ngram": 3}
-    assert main(["translate", str(run_dir), "--length-penalty", "nan"]) == 2
-    assert "--length-penalty is GNMT's alpha, a finite number (got nan)" in capsys.readouterr().err
+    for bad in ("nan", "1000", "-1e308"):  # 1000 overflowed the penalty, -1e308 divided by zero
+        assert main(["translate", str(run_dir), f"--length-penalty={bad}"]) == 2
+        assert f"--length-penalty is GNMT's alpha, a number from -10 to 10 (got {float(bad)})" in \
+            capsys.readouterr().err
+    # A huge ratio is no limit at all (task.max_len still holds); cast to long it had wrapped to a negative one.
+    assert translate(monkeypatch, capsys, run_dir, "R a b c\n", "--max-len-ratio", "1e20") == (0, "c b a\n")
     with pytest.raises(SystemExit):
         main(["translate", str(run_dir), "--min-len", "-1"])
     assert "'-1' is not a whole number: give 0 or more" in capsys.readouterr().err

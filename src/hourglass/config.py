@@ -16,6 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from hourglass.errors import ConfigError, did_you_mean
+from hourglass.limits import MAX_SEED
 
 
 class Strict(BaseModel):
@@ -87,7 +88,7 @@ class TrainerConfig(BaseModel):
 class Config(Strict):
     name: str = "run"
     description: str = ""
-    seed: int = 0
+    seed: int = Field(default=0, ge=0, le=MAX_SEED)  # numpy's and Lightning's range
     data: Component
     model: ModelConfig
     task: Component

@@ -4,6 +4,7 @@ A run killed at any moment leaves either the old file or the new one, never half
 """
 from __future__ import annotations
 
+import errno
 import json
 import os
 import tempfile
@@ -15,19 +16,29 @@ os.umask(_UMASK)
 
 
 def atomic_write(path: Path, write: Callable[[str], None]) -> None:
-    """Call ``write(tmp_path)`` and move the result onto ``path`` atomically."""
+    """Call ``write(tmp_path)`` and move the result onto ``path`` atomically.
+
+    A failed write (a read-only folder, a full disk) raises an OSError that names ``path``, the file the caller
+    asked for, not the temporary one beside it; ``path`` itself is untouched."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    tmp = None
     try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
         write(tmp)
         os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp made it private (0600); give it an ordinary file's mode
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as err:
+        raise OSError(err.errno, err.strerror or str(err), str(path)) from err
+    except Exception as err:  # safetensors reports a full disk with its own error type
+        if "No space left on device" in str(err):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path)) from err
+        raise
     finally:
-        if os.path.exists(tmp):
+        if tmp is not None and os.path.exists(tmp):
             os.remove(tmp)
 
 

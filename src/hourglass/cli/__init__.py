@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import os
 import sys
@@ -68,19 +69,22 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # the reader of stdout stopped early (e.g. `| head`): not an error
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
-    except (PermissionError, FileExistsError, NotADirectoryError, IsADirectoryError, FileNotFoundError) as err:
-        if err.filename is None:  # not about a path the user gave
-            raise
+    except OSError as err:  # a read-only folder, a full disk, a missing path: the system's refusal, not a bug
         print(f"error: {_path_error(err)}", file=sys.stderr)
         return 2
 
 
 def _path_error(err: OSError) -> str:
-    """A file-system refusal (an --output in a missing, read-only or non-folder place) as one paragraph."""
+    """A file-system refusal (an --output in a missing, read-only or full place) as one paragraph."""
+    why = err.strerror or str(err) or type(err).__name__
+    full = err.errno in (errno.ENOSPC, errno.EDQUOT)
+    fix = ("Free some space or write somewhere else; files written before are complete (each write is atomic)."
+           if full else "For an output (--output, --out), every folder on the way must be a folder (not a file) "
+           "that you may write to; for an input, check that it exists.")
+    if err.filename is None:  # standard output (e.g. redirected to a full disk), or a write that named no file
+        return f"A write failed: {why}. {fix}"
     where = err.filename if err.filename2 is None else f"{err.filename} -> {err.filename2}"
-    return (f"Cannot use the path {where}: {err.strerror or type(err).__name__}. For an output (--output, --out), "
-            "every folder on the way must be a folder (not a file) that you may write to; for an input, check that "
-            "it exists.")
+    return f"Cannot use the path {where}: {why}. {fix}"
 
 
 if __name__ == "__main__":

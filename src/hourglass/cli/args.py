@@ -5,7 +5,7 @@ import argparse
 import math
 from typing import Callable
 
-from hourglass.limits import MAX_BEAM
+from hourglass.limits import MAX_BEAM, MAX_SEED
 
 
 def count(text: str) -> int:
@@ -32,6 +32,14 @@ def whole(text: str) -> int:
     value = _int(text)
     if value is None or value < 0:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number: give 0 or more, e.g. 35")
+    return value
+
+
+def seed(text: str) -> int:
+    """A random seed: a whole number from 0 to 2**32 - 1."""
+    value = _int(text)
+    if value is None or not 0 <= value <= MAX_SEED:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a seed: give a whole number from 0 to {MAX_SEED}")
     return value
 
 

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import numpy as np
 
-from hourglass.cli.args import count_upto, file_ending, refuse_overwrite
+from hourglass.cli.args import count_upto, file_ending, refuse_overwrite, seed
 
 
 #: The most images one PNG grid draws: 100 million samples once ran out of memory after half a minute.
@@ -30,7 +30,7 @@ def register(sub) -> None:
     p.add_argument("run")
     p.add_argument("-n", type=count_upto(GRID, GRID_WHY), default=32,
                    help=f"how many samples to draw (default 32, at most {GRID})")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=seed, default=0)
     p.add_argument("--output", required=True, type=file_ending(".png"), help="FILE.png")
     p.set_defaults(func=cmd_sample)
 

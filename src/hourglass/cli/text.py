@@ -17,8 +17,9 @@ import threading
 from pathlib import Path
 from typing import IO, Iterator
 
-from hourglass.cli.args import BEAM, count, file_ending, positive, whole
+from hourglass.cli.args import BEAM, count, file_ending, positive, seed, whole
 from hourglass.errors import HourglassError
+from hourglass.limits import MAX_LENGTH_PENALTY
 from hourglass.precision import add_precision, autocast
 
 _END = object()
@@ -81,7 +82,7 @@ def add_sampling_options(p) -> None:
     p.add_argument("--top-p", type=positive, metavar="P",
                    help="with --sample: draw from the fewest tokens whose probability sums to P (nucleus sampling, "
                         "Holtzman et al. 2020; 0.9 is usual; default 1.0: all)")
-    p.add_argument("--seed", type=int, help="with --sample: the random seed (default 0)")
+    p.add_argument("--seed", type=seed, help="with --sample: the random seed (default 0)")
 
 
 def set_sampling(run, args) -> None:
@@ -132,8 +133,9 @@ def set_search_options(run, args) -> None:
         raise HourglassError(f"--beam-prune is a margin in nats and must be a finite number > 0 (got {prune}); "
                              "leave it out for a plain beam search.")
     alpha = given.get("length_penalty")
-    if alpha is not None and not math.isfinite(alpha):
-        raise HourglassError(f"--length-penalty is GNMT's alpha, a finite number (got {alpha}); 1.0 is usual.")
+    if alpha is not None and not -MAX_LENGTH_PENALTY <= alpha <= MAX_LENGTH_PENALTY:  # also refuses nan
+        raise HourglassError(f"--length-penalty is GNMT's alpha, a number from {-MAX_LENGTH_PENALTY:g} to "
+                             f"{MAX_LENGTH_PENALTY:g} (got {alpha}); 1.0 is usual, up to 2 for summaries.")
     for flag, value in given.items():
         setattr(run.task, flag, value)
 

@@ -50,7 +50,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from hourglass._registry import register_task
-from hourglass.limits import MAX_BEAM
+from hourglass.limits import MAX_BEAM, MAX_LENGTH_PENALTY
 from hourglass.code import Code
 from hourglass.config import TrainConfig
 from hourglass.data.tokenizer import PAD_ID, Tokenizer
@@ -185,6 +185,10 @@ class Seq2SeqTask(Task):
         if not (1 <= beam <= MAX_BEAM and 0 <= val_beam <= MAX_BEAM):
             raise ConfigError(f"task.beam must be from 1 to {MAX_BEAM} and task.val_beam from 0 (no BLEU while "
                               f"training) to {MAX_BEAM}; got {beam} and {val_beam}.")
+        if not -MAX_LENGTH_PENALTY <= length_penalty <= MAX_LENGTH_PENALTY:  # also refuses nan
+            raise ConfigError(f"task.length_penalty is GNMT's alpha: a number from {-MAX_LENGTH_PENALTY:g} to "
+                              f"{MAX_LENGTH_PENALTY:g}, got {length_penalty}. 1.0 is usual for translation, up to 2 "
+                              "for summaries; 0 switches it off.")
         if beam_prune is not None and not 0 < beam_prune < math.inf:
             raise ConfigError(f"task.beam_prune drops the beams more than that many nats (natural log) below their "
                               f"sentence's best; it must be finite and > 0, or null for no pruning. Got {beam_prune}; "
@@ -252,7 +256,8 @@ class Seq2SeqTask(Task):
         if max_len_ratio is None or code.memory_mask is None:
             return cap
         length = code.memory_mask.flatten(1).sum(1).float()  # (B,) real source positions
-        limit = torch.ceil(length * max_len_ratio).long() + self.max_len_offset
+        # Capped before the cast: a huge ratio (1e20) cast to long wrapped to a negative limit and empty outputs.
+        limit = torch.ceil(length * max_len_ratio).clamp(max=float(cap)).long() + self.max_len_offset
         return limit.clamp(max=cap)
 
     @torch.no_grad()
