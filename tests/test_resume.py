@@ -136,3 +136,17 @@ def test_a_checkpoint_with_a_hand_edited_header_is_refused_clearly(tmp_path: Pat
     save_file({"w": torch.zeros(2)}, str(path), metadata={"format": FORMAT, "tree": tree})
     with pytest.raises(CheckpointError, match="has a damaged checkpoint header"):
         load_tree(path)
+
+
+def test_a_log_with_rows_that_are_not_numbers_keeps_the_rest_and_says_which_lines(tmp_path: Path) -> None:
+    """An edited metrics.csv (a garbage row, a cut-off number) stopped `train --resume` with a ValueError."""
+    from hourglass.resume import log_history
+
+    (tmp_path / "logs").mkdir()
+    (tmp_path / "logs" / "metrics.csv").write_text(
+        "epoch,step,train/loss,val/loss\n0,9,0.5,\n0,19,0.4,0.45\ngarbage,row,here\n1,29,4.67e,0.41\n1,39,0.3,\n")
+    with pytest.warns(UserWarning, match=r"metrics.csv: lines 4, 5 hold values that are not numbers"):
+        rows = log_history(tmp_path, steps_done=35)
+    assert rows == [{"epoch": 0, "step": 9, "train/loss": 0.5}, {"epoch": 0, "step": 19, "train/loss": 0.4,
+                                                                 "val/loss": 0.45},
+                    {"epoch": 1, "step": 29, "val/loss": 0.41}]

@@ -40,6 +40,7 @@ def test_jsonl_fields_become_one_line_each_and_empty_records_are_skipped_with_a_
     ('{"text": "x", "summary": "y"}', r"line 2 has no field 'article'; its fields are 'text', 'summary'.*"
                                       r"data.source_field"),
     ('{"article": ["x"], "summary": "y"}', r"line 2: field 'article' holds a JSON list .*not text"),
+    ("[" * 100_000, r"a.jsonl, line 2 nests its JSON too deeply to read"),  # was a RecursionError
 ])
 def test_bad_jsonl_lines_name_the_file_the_line_and_the_fix(tmp_path, line, message):
     path = write(tmp_path / "a.jsonl", ['{"article": "fine", "summary": "ok"}', line])

@@ -357,6 +357,26 @@ def test_a_full_disk_and_a_full_stdout_are_one_paragraph(ae_run: Path, tmp_path:
     assert capsys.readouterr().err.startswith("error: A write failed: No space left on device. Free some space")
 
 
+@pytest.mark.parametrize("text, words", [
+    ("{bad", "is not the JSON that hourglass wrote"),
+    ("[1, 2]", "should hold a JSON object with the fields input_shape, num_classes, class_names, but it holds a list"),
+    ('{"input_shape": "x"}', 'the field "input_shape" should be a list of positive whole numbers'),
+    ('{"input_shape": [1, 8, 8], "num_classes": -3}', 'the field "num_classes" should be a whole number > 0'),
+])
+def test_a_damaged_run_artifact_is_one_paragraph_naming_the_file(ae_run: Path, tmp_path: Path, capsys, text: str,
+                                                                  words: str) -> None:
+    """A hand-edited image_data.json was a JSONDecodeError, TypeError or KeyError from deep inside `encode`."""
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(ae_run, run)
+    (run / "image_data.json").write_text(text)
+    assert main(["encode", str(run), "--data", "digits", "--output", str(tmp_path / "c.npy")]) == 2
+    err = capsys.readouterr().err
+    assert f"{run / 'image_data.json'}" in err and words in err and "Restore the file from a copy of the run" in err
+    assert not (tmp_path / "c.npy").exists()
+
+
 def test_info_on_a_run_with_a_broken_metrics_file_warns_and_shows_the_rest(ae_run: Path, tmp_path: Path,
                                                                            capsys) -> None:
     import shutil

@@ -9,6 +9,7 @@ stay as they were; keys that only say how long or how gently to go on may change
 from __future__ import annotations
 
 import csv
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -82,14 +83,30 @@ def checkpoint(run_dir: Path, task, data) -> tuple[Path, int]:
     return path, int(tree.get("global_step", 0))
 
 
+def _number(text: str) -> float | None:
+    try:
+        return float(text)
+    except ValueError:
+        return None
+
+
 def log_history(run_dir: Path, steps_done: int) -> list[dict[str, float]]:
     """The rows of ``logs/metrics.csv`` logged before the checkpoint (step < ``steps_done``), so that a resumed
     run's CSV log holds the whole curve: Lightning's CSVLogger deletes an existing metrics.csv when it starts."""
     path = run_dir / "logs" / "metrics.csv"
     if not path.is_file():
         return []
-    with path.open(newline="") as f:
-        rows = [{k: float(v) for k, v in row.items() if k and v not in ("", None)} for row in csv.DictReader(f)]
+    with path.open(newline="", errors="replace") as f:
+        rows, bad = [], []
+        for line, row in enumerate(csv.DictReader(f), start=2):  # line 1 is the header
+            rows.append({k: value for k, v in row.items() if k and isinstance(v, str) and v != ""
+                         if (value := _number(v)) is not None})
+            if any(isinstance(v, list) or (k and v not in ("", None) and _number(v) is None) for k, v in row.items()):
+                bad.append(line)
+    if bad:
+        warnings.warn(f"{path}: line{'s' if len(bad) > 1 else ''} {', '.join(map(str, bad[:5]))} hold values that are "
+                      "not numbers (was the file edited?); the resumed run's log keeps the numbers it could read. The "
+                      "checkpoint is not affected.", stacklevel=2)
     kept = [row for row in rows if row.get("step", steps_done) < steps_done]
     for row in kept:
         row.update({k: int(row[k]) for k in ("step", "epoch") if k in row})

@@ -1,6 +1,7 @@
 """What every hourglass data module provides on top of ``LightningDataModule``."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any, Callable, ClassVar, TypeVar
 
@@ -22,6 +23,44 @@ def training_or_empty(read: Callable[[], T], empty: Callable[[], T] | None) -> T
         if empty is None:
             raise
         return empty()
+
+
+def _shape(value: Any) -> bool:
+    return isinstance(value, list) and bool(value) and all(isinstance(v, int) and v > 0 for v in value)
+
+
+#: What a run's JSON artifacts hold, by field: (a test of the value, what the value should be).
+SHAPE = (_shape, "a list of positive whole numbers, such as [1, 28, 28]")
+NAMES = (lambda v: isinstance(v, list) and all(isinstance(n, str) for n in v), "a list of names")
+OPTIONAL_COUNT = (lambda v: v is None or (isinstance(v, int) and v > 0), "a whole number > 0, or null")
+OPTIONAL_NAMES = (lambda v: v is None or NAMES[0](v), "a list of names, or null")
+NUMBERS = (lambda v: isinstance(v, list) and all(isinstance(n, (int, float)) for n in v), "a list of numbers")
+
+
+def read_artifact(path: Path, fields: dict[str, tuple[Callable[[Any], bool], str]]) -> dict[str, Any]:
+    """A JSON file that training wrote into a run (the input shape, class names) -> its object, with ``fields``
+    checked: a damaged file is one DataError that names it and the field, never a JSONDecodeError or KeyError
+    from deep inside a command."""
+    fix = "Restore the file from a copy of the run, or train the run again."
+    try:
+        saved = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as err:  # JSONDecodeError is a ValueError
+        raise DataError(f"{path} is not the JSON that hourglass wrote when the run was trained ({err}). {fix}") \
+            from None
+    if not isinstance(saved, dict):
+        raise DataError(f"{path} should hold a JSON object with the fields {', '.join(fields)}, but it holds a "
+                        f"{type(saved).__name__}. {fix}")
+    return check_fields(path, saved, fields)
+
+
+def check_fields(path: Path, saved: dict[str, Any], fields: dict[str, tuple[Callable[[Any], bool], str]]
+                 ) -> dict[str, Any]:
+    """``saved``, read from ``path``, when each of ``fields`` passes its test; else a DataError naming the field."""
+    for field, (good, what) in fields.items():
+        if not good(saved.get(field)):
+            raise DataError(f'{path}: the field "{field}" should be {what}, but it is {saved.get(field)!r}. Restore '
+                            "the file from a copy of the run, or train the run again.")
+    return saved
 
 
 class DataModule(L.LightningDataModule):

@@ -45,7 +45,7 @@ from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 from hourglass._registry import register_dataset
 from hourglass.data.arrays import GRAY_MODES, IMAGE_ERRORS, eight_bit
-from hourglass.data.base import DataModule, training_or_empty
+from hourglass.data.base import NAMES, SHAPE, DataModule, read_artifact, training_or_empty
 from hourglass.data.batching import pad
 from hourglass.data.sampler import ResumableSampler
 from hourglass.data.text import iter_lines
@@ -310,7 +310,7 @@ class CaptionDataModule(DataModule):
             self.target_tokenizer = Tokenizer.load(file)
         shape = Path(run_dir) / self.SHAPE_FILE
         if shape.is_file() and file.is_file():
-            self._shape = tuple(json.loads(shape.read_text(encoding="utf-8"))["input_shape"])
+            self._shape = tuple(read_artifact(shape, {"input_shape": SHAPE})["input_shape"])
 
     # -- what the builder and the trainer read ---------------------------------------------------------------------
     @property

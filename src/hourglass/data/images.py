@@ -4,7 +4,6 @@ Batches are ``(x (B, C, H, W) float in [0, 1], y (B,) long)``, with ``y = -1`` w
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Optional
 
@@ -14,7 +13,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from hourglass._registry import register_dataset
 from hourglass.data.arrays import ImageArray, load_digits_images, load_images, shaped
-from hourglass.data.base import DataModule, training_or_empty
+from hourglass.data.base import OPTIONAL_COUNT, OPTIONAL_NAMES, SHAPE, DataModule, read_artifact, training_or_empty
 from hourglass.data.sampler import ResumableSampler
 from hourglass.errors import DataError
 from hourglass.io import atomic_write_json
@@ -149,7 +148,8 @@ class ImageDataModule(DataModule):
 
     def load_artifacts(self, run_dir: Path) -> None:
         file = Path(run_dir) / ARTIFACT
-        self._stored = json.loads(file.read_text(encoding="utf-8")) if file.is_file() else None
+        self._stored = read_artifact(file, {"input_shape": SHAPE, "num_classes": OPTIONAL_COUNT,
+                                            "class_names": OPTIONAL_NAMES}) if file.is_file() else None
 
     @property
     def train_set(self) -> TensorDataset:

@@ -17,7 +17,6 @@ validation folders; ``hourglass evaluate RUN --data DIR`` sets it. Batches are `
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -28,7 +27,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 from hourglass._registry import register_dataset
-from hourglass.data.base import DataModule, training_or_empty
+from hourglass.data.base import NAMES, NUMBERS, SHAPE, DataModule, check_fields, read_artifact, training_or_empty
 from hourglass.data.sampler import ResumableSampler
 from hourglass.data.seg_files import find_split, load_pairs
 from hourglass.errors import ConfigError, DataError
@@ -261,12 +260,13 @@ class SegmentationDataModule(DataModule):
         path = Path(run_dir) / CLASSES_FILE
         if not path.is_file():
             return
-        saved = json.loads(path.read_text(encoding="utf-8"))
+        saved = read_artifact(path, {"classes": NAMES})
         if saved.get("classes") != self.classes:
             raise DataError(f"{path} lists the classes {saved.get('classes')}, but the config lists {self.classes}. "
                             "The run was trained with the former; restore its config.yaml.")
         self._trained = True
         if saved.get("input_shape"):  # runs from before these were stored read their training images instead
+            check_fields(path, saved, {"input_shape": SHAPE, "class_frequency": NUMBERS})
             self._shape = tuple(saved["input_shape"])
             self._frequency = np.asarray(saved["class_frequency"], dtype=np.float64)
 

@@ -221,6 +221,9 @@ def json_records(path: str | Path, example: str) -> Iterator[tuple[str, dict]]:
         except json.JSONDecodeError as err:
             raise DataError(f"{where} is not valid JSON ({err.msg} at column {err.colno}). A JSON Lines file "
                             f"holds one JSON object a line, such as {example}.") from None
+        except RecursionError:  # Python's parser recurses once per level of [ or {
+            raise DataError(f"{where} nests its JSON too deeply to read (thousands of levels of [ or {{). A JSON "
+                            f"Lines file holds one flat object a line, such as {example}.") from None
         if not isinstance(record, dict):
             raise DataError(f"{where} holds a JSON {type(record).__name__}, not an object. Each line must be "
                             f"one object such as {example}.")
