@@ -150,3 +150,26 @@ def test_a_log_with_rows_that_are_not_numbers_keeps_the_rest_and_says_which_line
     assert rows == [{"epoch": 0, "step": 9, "train/loss": 0.5}, {"epoch": 0, "step": 19, "train/loss": 0.4,
                                                                  "val/loss": 0.45},
                     {"epoch": 1, "step": 29, "val/loss": 0.41}]
+
+
+def test_a_copied_run_resumes_with_its_best_score_and_leaves_the_original_alone(tmp_path: Path) -> None:
+    """Lightning forgets a checkpoint callback's best score when its folder changed: a resumed copy took its next,
+    worse validation as the best and exported those weights."""
+    import shutil
+
+    from hourglass.cli import main
+
+    small = ["train.progress=false", "data.limit=200", "model.bottleneck.dim=4", "data.batch_size=32"]
+    assert main(["train", "digits-ae", "--out", str(tmp_path / "a"), "--set", "train.max_epochs=2", *small]) == 0
+    shutil.copytree(tmp_path / "a", tmp_path / "b")
+    before = {p.name: p.read_bytes() for p in (tmp_path / "a" / "checkpoints").iterdir()}
+    best = json.loads((tmp_path / "a" / "metrics.json").read_text())["best"]["val/loss"]
+    # A learning rate this large makes the third epoch far worse than the first two.
+    assert main(["train", "--resume", str(tmp_path / "b"), "--set", "train.max_epochs=3", "train.lr=50"]) == 0
+    metrics = json.loads((tmp_path / "b" / "metrics.json").read_text())
+    assert metrics["best"]["val/loss"] == pytest.approx(best) and metrics["epochs"] == 3
+    assert _weights(tmp_path / "b" / "checkpoints" / "best.safetensors").keys() == \
+        _weights(tmp_path / "a" / "checkpoints" / "best.safetensors").keys()
+    for name, tensor in _weights(tmp_path / "a" / "checkpoints" / "best.safetensors").items():
+        assert torch.equal(tensor, _weights(tmp_path / "b" / "checkpoints" / "best.safetensors")[name]), name
+    assert {p.name: p.read_bytes() for p in (tmp_path / "a" / "checkpoints").iterdir()} == before

@@ -361,7 +361,7 @@ def test_a_full_disk_and_a_full_stdout_are_one_paragraph(ae_run: Path, tmp_path:
     ("{bad", "is not the JSON that hourglass wrote"),
     ("[1, 2]", "should hold a JSON object with the fields input_shape, num_classes, class_names, but it holds a list"),
     ('{"input_shape": "x"}', 'the field "input_shape" should be a list of positive whole numbers'),
-    ('{"input_shape": [1, 8, 8], "num_classes": -3}', 'the field "num_classes" should be a whole number > 0'),
+    ('{"input_shape": [1, 8, 8], "num_classes": -3}', 'the field "num_classes" should be a whole number (0: no'),
 ])
 def test_a_damaged_run_artifact_is_one_paragraph_naming_the_file(ae_run: Path, tmp_path: Path, capsys, text: str,
                                                                   words: str) -> None:

@@ -8,6 +8,7 @@ as JSON in that file's metadata header, so a checkpoint is one file, written wit
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -112,7 +113,33 @@ class SafetensorsCheckpointIO(CheckpointIO):
         save_tree(checkpoint, Path(path), {"global_step": step, "epoch": str(checkpoint.get("epoch", ""))})
 
     def load_checkpoint(self, path, map_location: Any = None, weights_only: Any = None) -> dict[str, Any]:
-        return load_tree(Path(path))
+        tree = load_tree(Path(path))
+        relocate(tree, os.path.realpath(Path(path).parent))
+        return tree
 
     def remove_checkpoint(self, path) -> None:
         Path(path).unlink(missing_ok=True)
+
+
+def relocate(tree: dict[str, Any], directory: str) -> None:
+    """Point the checkpoint callbacks' state in ``tree`` at ``directory``, the folder the checkpoint is read from
+    now, when the run was moved or copied since it was written.
+
+    Lightning's ModelCheckpoint restores its best score only when its folder is unchanged; otherwise it warns,
+    forgets the best score, and the first validation of a resumed copy became "best" however bad it was (the run
+    then exported worse weights as model.safetensors). The paths it keeps are moved along, so that a new best
+    replaces this run's file, never one in the folder the run was copied from."""
+    for state in (tree.get("callbacks") or {}).values():
+        old = state.get("dirpath") if isinstance(state, dict) else None
+        if not isinstance(old, str) or old == directory:
+            continue
+
+        def move(p: Any) -> Any:
+            return directory + p[len(old):] if isinstance(p, str) and p.startswith(old + os.sep) else p
+
+        state["dirpath"] = directory
+        for key in ("best_model_path", "kth_best_model_path", "last_model_path"):
+            if key in state:
+                state[key] = move(state[key])
+        if isinstance(state.get("best_k_models"), dict):
+            state["best_k_models"] = {move(k): v for k, v in state["best_k_models"].items()}

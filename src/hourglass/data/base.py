@@ -32,7 +32,7 @@ def _shape(value: Any) -> bool:
 #: What a run's JSON artifacts hold, by field: (a test of the value, what the value should be).
 SHAPE = (_shape, "a list of positive whole numbers, such as [1, 28, 28]")
 NAMES = (lambda v: isinstance(v, list) and all(isinstance(n, str) for n in v), "a list of names")
-OPTIONAL_COUNT = (lambda v: v is None or (isinstance(v, int) and v > 0), "a whole number > 0, or null")
+OPTIONAL_COUNT = (lambda v: v is None or (isinstance(v, int) and v >= 0), "a whole number (0: no labels), or null")
 OPTIONAL_NAMES = (lambda v: v is None or NAMES[0](v), "a list of names, or null")
 NUMBERS = (lambda v: isinstance(v, list) and all(isinstance(n, (int, float)) for n in v), "a list of numbers")
 
