@@ -108,6 +108,26 @@ def test_a_missing_file_is_named(tmp_path) -> None:
         read_parallel(tmp_path / "missing.de", tgt)
 
 
+def test_a_pipe_is_read_once_and_a_directory_is_named_as_one(tmp_path) -> None:
+    """`--input <(cut -f1 pairs.tsv)` gives /dev/fd/N, a pipe: it was refused as "a directory"."""
+    import os
+
+    for data, words in ((b"one\ntwo\n", None), (gzip.compress(b"one\n"), "a pipe that carries gzip data")):
+        read, write = os.pipe()
+        os.write(write, data)
+        os.close(write)
+        try:
+            if words is None:
+                assert list(iter_lines(f"/dev/fd/{read}")) == ["one", "two"]
+            else:
+                with pytest.raises(DataError, match=words):
+                    list(iter_lines(f"/dev/fd/{read}"))
+        finally:
+            os.close(read)
+    with pytest.raises(DataError, match="is a directory, not a text file"):
+        list(iter_lines(tmp_path))
+
+
 def test_a_truncated_gzip_file_is_an_error(tmp_path) -> None:
     data = gzip.compress(("Zeile\n" * 5000).encode())
     (tmp_path / "s.gz").write_bytes(data[: len(data) // 2])

@@ -29,8 +29,15 @@ def _open_binary(path: Path) -> IO[bytes]:
     if not path.exists():
         raise DataError(f"The text file {path} does not exist. Check the path (in the data config, or given to "
                         f"the command); relative paths are resolved from the working directory, here {Path.cwd()}.")
-    if not path.is_file():
+    if path.is_dir():
         raise DataError(f"{path} is a directory, not a text file. Give the path of a file.")
+    if not path.is_file():  # a pipe (`--input <(cut -f1 pairs.tsv)`, /dev/stdin): it can be read only once
+        stream = path.open("rb")
+        if stream.peek(2)[:2] == _GZIP_MAGIC:
+            stream.close()
+            raise DataError(f"{path} is a pipe that carries gzip data. Decompress it in the pipe (e.g. "
+                            "`<(zcat file.gz)`), or give the .gz file's own path.")
+        return stream
     with path.open("rb") as probe:
         compressed = probe.read(2) == _GZIP_MAGIC
     return gzip.open(path, "rb") if compressed else path.open("rb")
