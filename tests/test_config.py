@@ -111,3 +111,20 @@ def test_a_utf16_config_is_read_and_a_latin1_one_is_refused_with_its_line(tmp_pa
     (tmp_path / "l1.yaml").write_bytes("seed: 1\nname: caf\xe9\n".encode("latin-1"))
     with pytest.raises(ConfigError, match=r"l1.yaml is not utf-8 text: byte 17 \(line 2\).*Save the file as UTF-8"):
         read_yaml(tmp_path / "l1.yaml")
+
+
+def test_a_key_written_twice_is_refused_with_both_lines(tmp_path) -> None:
+    """PyYAML keeps the last of two equal keys: a second model: section replaced the first without a word."""
+    from hourglass.config import read_yaml
+
+    (tmp_path / "dup.yaml").write_text("model:\n  encoder: {name: conv}\n  decoder: {name: deconv}\nmodel:\n"
+                                       "  encoder: {name: mlp}\n")
+    with pytest.raises(ConfigError, match=r'dup.yaml is not valid YAML: the key "model" appears twice, on lines 1 '
+                                          r"and 4: keep one of them"):
+        read_yaml(tmp_path / "dup.yaml")
+    (tmp_path / "nested.yaml").write_text("train:\n  lr: 0.1\n  lr: 0.2\n")
+    with pytest.raises(ConfigError, match=r'the key "lr" appears twice, on lines 2 and 3'):
+        read_yaml(tmp_path / "nested.yaml")
+    # YAML's merge key still overrides what it merges: that is what it is for, not a repeat.
+    (tmp_path / "merge.yaml").write_text("base: &b {lr: 0.1, gradient_clip: 1.0}\ntrain:\n  <<: *b\n  lr: 0.2\n")
+    assert read_yaml(tmp_path / "merge.yaml")["train"] == {"lr": 0.2, "gradient_clip": 1.0}

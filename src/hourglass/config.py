@@ -9,6 +9,7 @@ closest valid key.
 """
 from __future__ import annotations
 
+from collections.abc import Hashable
 from pathlib import Path
 from typing import Any, Literal, Optional, Union
 
@@ -212,9 +213,30 @@ def _text(path: Path) -> str:
                           f"{line}) cannot be decoded. Save the file as UTF-8.") from None
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing a key that a mapping repeats: PyYAML keeps the last one silently, so a second
+    ``model:`` section replaced the first without a word."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *base` merges; what follows may override it
+                continue
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            if not isinstance(key, Hashable):  # PyYAML refuses it below, in its own words
+                continue
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f'the key "{key}" appears twice, on lines {seen[key]} and {line}: keep one of them '
+                    "(YAML would silently use the last)", key_node.start_mark)
+            seen[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
 def read_yaml(path: Path) -> dict[str, Any]:
     try:
-        raw = yaml.safe_load(_text(path))
+        raw = yaml.load(_text(path), Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
     except FileNotFoundError:
         raise ConfigError(f"Config file {path} does not exist. Check the path, or run `hourglass recipes`.") from None
     except yaml.YAMLError as err:
