@@ -154,6 +154,8 @@ def test_nan_loss_before_any_checkpoint_says_to_start_again(monkeypatch, tmp_pat
     ("model.encoder.channels=[]", '"model.encoder.channels" has a wrong value \\[\\]: .*non-empty list'),
     ("model.encoder.channels=[32, 0]", '"model.encoder.channels" .* at least 1'),
     ("task.loss=l3", "\"task.loss\" has a wrong value 'l3': Input should be 'mse', 'bce' or 'l1'\\.$"),
+    ("train.gradient_clip=-1", '"train.gradient_clip" has a wrong value -1: .*greater than or equal to 0'),
+    ("task.noise_level=-1", '"task.noise_level" has a wrong value -1: .* a finite number, 0 or more'),
 ])
 def test_option_out_of_range_is_refused_before_anything_runs(capsys, tmp_path: Path, setting: str, words: str) -> None:
     import re
@@ -161,6 +163,11 @@ def test_option_out_of_range_is_refused_before_anything_runs(capsys, tmp_path: P
     err = _fails(capsys, "train", *FAST, setting, "--out", str(tmp_path / "run"))
     assert re.search(words, err), err
     assert not (tmp_path / "run").exists()
+
+
+def test_a_noise_fraction_above_one_is_refused(capsys, tmp_path: Path) -> None:
+    err = _fails(capsys, "train", *FAST, "task.noise=masking", "task.noise_level=7", "--out", str(tmp_path / "run"))
+    assert 'task.noise_level is the fraction of pixels that "masking" noise changes, from 0 to 1; got 7' in err
 
 
 def test_a_seed_out_of_range_is_refused_in_the_config_and_on_the_command_line(capsys, tmp_path: Path) -> None:
@@ -200,6 +207,9 @@ TEXT = ["multi30k-gru-attention", "--set", "data.tsv=pairs.tsv", "data.source=nu
     ("task.max_len_ratio=-1", '"task.max_len_ratio" has a wrong value -1'),
     ("task.length_penalty=1000", "task.length_penalty is GNMT's alpha: a number from -10 to 10, got 1000"),
     ("task.length_penalty=.nan", "task.length_penalty is GNMT's alpha: a number from -10 to 10, got nan"),
+    ("task.label_smoothing=1.5", '"task.label_smoothing" has a wrong value 1.5: Input should be less than 1.'),
+    ("model.encoder.dropout=2", "It must be a number from 0 up to, not including, 1."),
+    ("model.decoder.dropout=-0.1", '"model.decoder.dropout" has a wrong value -0.1: Input should be greater'),
     ("task.max_len=0", '"task.max_len" has a wrong value 0'),
 ])
 def test_text_options_out_of_range_are_refused(capsys, tmp_path: Path, monkeypatch, setting: str, words: str) -> None:

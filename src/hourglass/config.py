@@ -61,7 +61,7 @@ class TrainConfig(Strict):
     weight_decay: float = Field(default=0.0, ge=0)
     scheduler: Literal["none", "cosine", "inverse_sqrt", "linear_warmup"] = "none"
     warmup_steps: int = Field(default=0, ge=0)
-    gradient_clip: Optional[float] = None
+    gradient_clip: Optional[float] = Field(default=None, ge=0, allow_inf_nan=False)  # 0 or null: no clipping
     monitor: str = "val/loss"
     mode: Literal["min", "max"] = "min"
     early_stopping: Optional[EarlyStopping] = None

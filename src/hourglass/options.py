@@ -21,6 +21,9 @@ from hourglass.errors import ConfigError, did_you_mean
 Size = Annotated[int, Field(ge=1), "a whole number of at least 1"]
 Count = Annotated[int, Field(ge=0), "a whole number, 0 or more"]
 Positive = Annotated[float, Field(gt=0, allow_inf_nan=False), "a finite number greater than 0"]
+NonNegative = Annotated[float, Field(ge=0, allow_inf_nan=False), "a finite number, 0 or more"]
+#: A dropout rate or a label-smoothing mass: torch refuses 1 and more only when the layer is built or first run.
+Probability = Annotated[float, Field(ge=0, lt=1, allow_inf_nan=False), "a number from 0 up to, not including, 1"]
 Widths = Annotated[list[Size], Field(min_length=1), "a non-empty list of whole numbers of at least 1, e.g. [32, 64]"]
 Hidden = Annotated[list[Size], "a list of whole numbers of at least 1 (empty for none), e.g. [256]"]
 

@@ -16,7 +16,7 @@ from hourglass.code import Code, CodeSpec
 from hourglass.decoders.base import Decoder
 from hourglass.errors import DataError
 from hourglass.nn.blocks import activation
-from hourglass.options import Hidden
+from hourglass.options import Hidden, Probability
 
 
 @register_decoder("classifier")
@@ -33,7 +33,7 @@ class ClassifierDecoder(Decoder):
         num_classes: int,
         hidden: Hidden = [],  # noqa: B006 - read-only default
         act: Literal["relu", "gelu", "silu", "tanh", "leaky_relu"] = "relu",
-        dropout: float = 0.0,
+        dropout: Probability = 0.0,
         norm: bool = False,
     ) -> None:
         super().__init__()

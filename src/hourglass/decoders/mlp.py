@@ -10,7 +10,7 @@ from hourglass._registry import register_decoder
 from hourglass.code import Code, CodeSpec
 from hourglass.decoders.base import Decoder
 from hourglass.nn.blocks import activation
-from hourglass.options import Hidden
+from hourglass.options import Hidden, Probability
 
 
 @register_decoder("mlp")
@@ -26,7 +26,7 @@ class MLPDecoder(Decoder):
         output_shape: tuple[int, ...],
         hidden: Hidden = [256, 512],  # noqa: B006 - read-only default
         act: Literal["relu", "gelu", "silu", "tanh", "leaky_relu"] = "relu",
-        dropout: float = 0.0,
+        dropout: Probability = 0.0,
     ) -> None:
         super().__init__()
         layers: list[nn.Module] = []

@@ -41,7 +41,7 @@ from hourglass.decoders.rnn import AttentionRNNDecoder, _select
 from hourglass.decoders.transformer import TransformerDecoder, TransformerState
 from hourglass.encoders.transformer import Positions
 from hourglass.errors import ConfigError
-from hourglass.options import Size
+from hourglass.options import Probability, Size
 
 #: The floor of a mixed probability before its log: a token that is neither generated (p_gen underflows) nor
 #: in the source would otherwise get log 0 = -inf, and a NaN gradient through the mixture.
@@ -100,7 +100,7 @@ class PointerRNNDecoder(AttentionRNNDecoder):
     per_source: ClassVar[tuple[str, ...]] = ("memory", "mask", "keys", "tokens")
 
     def __init__(self, *, code: CodeSpec, vocab_size: int, pad_id: int, shared_vocab: bool = False,
-                 embed: Size = 256, hidden: Size = 256, layers: Size = 1, dropout: float = 0.0,
+                 embed: Size = 256, hidden: Size = 256, layers: Size = 1, dropout: Probability = 0.0,
                  coverage: bool = True, input_feeding: bool = True, tie_embeddings: bool = False) -> None:
         _check_vocabulary(self.cell, code.tokens, vocab_size, shared_vocab)
         self.coverage = coverage  # a plain bool, which nn.Module takes before its __init__; _build_attention reads it
@@ -175,7 +175,7 @@ class TransformerPointerDecoder(TransformerDecoder):
     needs: ClassVar[tuple[str, ...]] = ("memory", "tokens")
 
     def __init__(self, *, code: CodeSpec, vocab_size: int, pad_id: int, shared_vocab: bool = False,
-                 d_model: Size = 256, heads: Size = 4, layers: Size = 3, ff: Size = 1024, dropout: float = 0.1,
+                 d_model: Size = 256, heads: Size = 4, layers: Size = 3, ff: Size = 1024, dropout: Probability = 0.1,
                  max_len: Size = 512, positions: Positions = "sinusoidal", tie_embeddings: bool = False,
                  use_cache: bool = True) -> None:
         _check_vocabulary("transformer", code.tokens, vocab_size, shared_vocab)

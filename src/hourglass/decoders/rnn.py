@@ -26,7 +26,7 @@ from hourglass._registry import register_decoder
 from hourglass.attention import Attention, AttentionKind, make_attention
 from hourglass.code import Code, CodeSpec
 from hourglass.decoders.base import SequenceDecoder, from_grid, regroup, to_grid
-from hourglass.options import Size
+from hourglass.options import Probability, Size
 
 _CELLS = {"gru": nn.GRU, "lstm": nn.LSTM}
 
@@ -108,7 +108,7 @@ class RNNDecoder(_RecurrentDecoder):
     attends: ClassVar[bool] = False
 
     def __init__(self, *, code: CodeSpec, vocab_size: int, pad_id: int, embed: Size = 256, hidden: Size = 256,
-                 layers: Size = 1, dropout: float = 0.0, tie_embeddings: bool = False) -> None:
+                 layers: Size = 1, dropout: Probability = 0.0, tie_embeddings: bool = False) -> None:
         c = code.vector
         super().__init__(vocab_size=vocab_size, pad_id=pad_id, embed=embed, hidden=hidden, layers=layers,
                          dropout=dropout, extra_input=c, summary=c, readout=hidden + c + embed,
@@ -148,7 +148,7 @@ class AttentionRNNDecoder(_RecurrentDecoder):
     per_source: ClassVar[tuple[str, ...]] = ("memory", "mask", "keys", "values")
 
     def __init__(self, *, code: CodeSpec, vocab_size: int, pad_id: int, embed: Size = 256, hidden: Size = 256,
-                 layers: Size = 1, dropout: float = 0.0, attention: AttentionKind = "bahdanau",
+                 layers: Size = 1, dropout: Probability = 0.0, attention: AttentionKind = "bahdanau",
                  input_feeding: bool = True, tie_embeddings: bool = False) -> None:
         d = code.memory
         super().__init__(vocab_size=vocab_size, pad_id=pad_id, embed=embed, hidden=hidden, layers=layers,

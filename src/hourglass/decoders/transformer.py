@@ -30,7 +30,7 @@ from hourglass.attention import masked_softmax
 from hourglass.code import Code, CodeSpec
 from hourglass.decoders.base import SequenceDecoder, from_grid, regroup, to_grid
 from hourglass.encoders.transformer import Positions, TokenEmbedding, check_heads
-from hourglass.options import Size
+from hourglass.options import Probability, Size
 
 
 class TransformerState(NamedTuple):
@@ -146,7 +146,7 @@ class TransformerDecoder(SequenceDecoder):
         heads: Size = 4,
         layers: Size = 3,
         ff: Size = 1024,
-        dropout: float = 0.1,
+        dropout: Probability = 0.1,
         max_len: Size = 512,
         positions: Positions = "sinusoidal",
         tie_embeddings: bool = False,

@@ -21,7 +21,7 @@ from hourglass.code import Code, CodeSpec, FeatureSpec
 from hourglass.decoders.base import Decoder
 from hourglass.errors import ConfigError
 from hourglass.nn.blocks import activation, conv_block, norm2d
-from hourglass.options import Size, Widths
+from hourglass.options import Probability, Size, Widths
 
 
 def stride_ratios(features: tuple[FeatureSpec, ...]) -> list[int] | str:
@@ -105,7 +105,7 @@ class UNetDecoder(Decoder):
         blocks: Size = 2,
         norm: Literal["batch", "group", "none"] = "batch",
         act: Literal["relu", "gelu", "silu", "leaky_relu"] = "relu",
-        dropout: float = 0.0,
+        dropout: Probability = 0.0,
     ) -> None:
         super().__init__()
         feats = code.features

@@ -10,7 +10,7 @@ from hourglass._registry import register_encoder
 from hourglass.code import Code, CodeSpec
 from hourglass.encoders.base import Encoder
 from hourglass.nn.blocks import activation
-from hourglass.options import Hidden
+from hourglass.options import Hidden, Probability
 
 
 @register_encoder("mlp")
@@ -25,7 +25,7 @@ class MLPEncoder(Encoder):
         input_shape: tuple[int, ...],
         hidden: Hidden = [512, 256],  # noqa: B006 - read-only default, copied below
         act: Literal["relu", "gelu", "silu", "tanh", "leaky_relu"] = "relu",
-        dropout: float = 0.0,
+        dropout: Probability = 0.0,
         norm: bool = False,
     ) -> None:
         super().__init__()

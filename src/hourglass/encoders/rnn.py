@@ -22,7 +22,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 from hourglass._registry import register_encoder
 from hourglass.code import Code, CodeSpec, StateSpec
 from hourglass.encoders.base import Encoder
-from hourglass.options import Size
+from hourglass.options import Probability, Size
 
 _CELLS = {"gru": nn.GRU, "lstm": nn.LSTM}
 
@@ -42,7 +42,7 @@ class RNNEncoder(Encoder):
         hidden: Size = 256,
         layers: Size = 1,
         bidirectional: bool = True,
-        dropout: float = 0.0,
+        dropout: Probability = 0.0,
     ) -> None:
         super().__init__()
         self.pad_id = pad_id

@@ -19,7 +19,7 @@ from hourglass._registry import register_encoder
 from hourglass.code import Code, CodeSpec
 from hourglass.encoders.base import Encoder
 from hourglass.errors import ConfigError, DataError
-from hourglass.options import Size
+from hourglass.options import Probability, Size
 
 Positions = Literal["sinusoidal", "learned"]
 
@@ -96,7 +96,7 @@ class TransformerEncoder(Encoder):
         heads: Size = 4,
         layers: Size = 3,
         ff: Size = 1024,
-        dropout: float = 0.1,
+        dropout: Probability = 0.1,
         max_len: Size = 512,
         positions: Positions = "sinusoidal",
     ) -> None:

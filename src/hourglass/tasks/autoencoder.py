@@ -17,8 +17,10 @@ from hourglass._registry import register_task
 from hourglass.code import Code
 from hourglass.config import TrainConfig
 from hourglass.decoders.base import Decoder
+from hourglass.errors import ConfigError
 from hourglass.model import EncoderDecoder
 from hourglass.noise import NoiseKind, corrupt
+from hourglass.options import NonNegative
 from hourglass.tasks.base import Task
 
 ReconLoss = Literal["mse", "bce", "l1"]
@@ -53,9 +55,12 @@ class AutoencoderTask(Task):
         seed: int = 0,
         loss: ReconLoss = "bce",
         noise: NoiseKind = "none",
-        noise_level: float = 0.0,
+        noise_level: NonNegative = 0.0,
     ) -> None:
         super().__init__(model=model, train=train, seed=seed)
+        if noise in ("salt_pepper", "masking") and noise_level > 1:
+            raise ConfigError(f'task.noise_level is the fraction of pixels that "{noise}" noise changes, from 0 to 1; '
+                              f"got {noise_level}. 0.3 is a usual start (gaussian noise takes any sigma).")
         self.recon_loss, self.noise, self.noise_level = loss, noise, noise_level
 
     # -- model use ----------------------------------------------------------------------------------------
@@ -121,6 +126,6 @@ class DenoisingTask(AutoencoderTask):
         seed: int = 0,
         loss: ReconLoss = "bce",
         noise: NoiseKind = "gaussian",
-        noise_level: float = 0.3,
+        noise_level: NonNegative = 0.3,
     ) -> None:
         super().__init__(model=model, train=train, seed=seed, loss=loss, noise=noise, noise_level=noise_level)

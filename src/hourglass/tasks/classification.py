@@ -20,6 +20,7 @@ from hourglass.config import TrainConfig
 from hourglass.decoders.base import Decoder
 from hourglass.errors import DataError
 from hourglass.model import EncoderDecoder
+from hourglass.options import Probability
 from hourglass.tasks.base import Task
 from hourglass.tasks.logs import read_history
 
@@ -33,7 +34,7 @@ class ClassificationTask(Task):
     encodes_input_only = True
 
     def __init__(self, *, model: EncoderDecoder, train: TrainConfig, seed: int = 0,
-                 label_smoothing: float = 0.0) -> None:
+                 label_smoothing: Probability = 0.0) -> None:
         super().__init__(model=model, train=train, seed=seed)
         self.num_classes = model.decoder.num_classes  # a "labels" decoder (checked when the model was built)
         self.label_smoothing = label_smoothing

@@ -57,7 +57,7 @@ from hourglass.data.tokenizer import PAD_ID, Tokenizer
 from hourglass.decoders.base import SequenceDecoder
 from hourglass.errors import ConfigError
 from hourglass.model import EncoderDecoder
-from hourglass.options import Count, Positive, Size
+from hourglass.options import Count, Positive, Probability, Size
 from hourglass.search import Hypotheses, beam_search, gnmt_penalty, greedy, sample
 from hourglass.tasks.base import Task
 
@@ -161,7 +161,7 @@ class Seq2SeqTask(Task):
         model: EncoderDecoder,
         train: TrainConfig,
         seed: int = 0,
-        label_smoothing: float = 0.1,
+        label_smoothing: Probability = 0.1,
         teacher_forcing: float = 1.0,
         beam: int = 5,
         length_penalty: float = 1.0,

@@ -17,6 +17,7 @@ from hourglass.config import TrainConfig
 from hourglass.errors import IncompatiblePairError
 from hourglass.model import EncoderDecoder
 from hourglass.noise import NoiseKind
+from hourglass.options import NonNegative
 from hourglass.tasks.autoencoder import AutoencoderTask, ReconLoss
 
 
@@ -50,8 +51,8 @@ class VAETask(AutoencoderTask):
         seed: int = 0,
         loss: ReconLoss = "bce",
         noise: NoiseKind = "none",
-        noise_level: float = 0.0,
-        beta: float = 1.0,
+        noise_level: NonNegative = 0.0,
+        beta: NonNegative = 1.0,
         anneal: Literal["none", "linear", "cyclical"] = "linear",
         anneal_steps: int = 1000,
         anneal_cycles: int = 4,

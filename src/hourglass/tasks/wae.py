@@ -15,6 +15,7 @@ from hourglass.code import Code
 from hourglass.config import TrainConfig
 from hourglass.model import EncoderDecoder
 from hourglass.noise import NoiseKind
+from hourglass.options import NonNegative
 from hourglass.tasks.autoencoder import AutoencoderTask, ReconLoss
 
 SCALES = (0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0)
@@ -45,8 +46,8 @@ class WAETask(AutoencoderTask):
         seed: int = 0,
         loss: ReconLoss = "bce",
         noise: NoiseKind = "none",
-        noise_level: float = 0.0,
-        mmd_weight: float = 10.0,
+        noise_level: NonNegative = 0.0,
+        mmd_weight: NonNegative = 10.0,
     ) -> None:
         super().__init__(model=model, train=train, seed=seed, loss=loss, noise=noise, noise_level=noise_level)
         self.mmd_weight = mmd_weight
