@@ -165,6 +165,15 @@ def test_option_out_of_range_is_refused_before_anything_runs(capsys, tmp_path: P
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.parametrize("name", ["../escape", "", "-x", "a/b"])
+def test_a_run_name_must_be_one_folder_name(capsys, tmp_path: Path, monkeypatch, name: str) -> None:
+    """``name=../escape`` wrote runs/../escape-DATE, outside runs/; an empty name made runs/-DATE, an option."""
+    monkeypatch.chdir(tmp_path)
+    err = _fails(capsys, "train", *FAST, f"name={name!r}")
+    assert f'"name" has a wrong value {name!r}: String should match pattern' in err
+    assert not list(tmp_path.iterdir())
+
+
 def test_a_noise_fraction_above_one_is_refused(capsys, tmp_path: Path) -> None:
     err = _fails(capsys, "train", *FAST, "task.noise=masking", "task.noise_level=7", "--out", str(tmp_path / "run"))
     assert 'task.noise_level is the fraction of pixels that "masking" noise changes, from 0 to 1; got 7' in err

@@ -263,7 +263,9 @@ def test_translate_refuses_a_run_that_is_not_seq2seq(tmp_path, tiny_config, caps
     save_config(config, tmp_path / "config.yaml")
     save_weights(task.model, tmp_path / "model.safetensors", {"config": config.to_dict()})
     assert main(["translate", str(tmp_path)]) == 2
-    assert "not a sequence-to-sequence" in capsys.readouterr().err
+    assert "not a sequence-to-sequence one, so it cannot translate" in capsys.readouterr().err
+    assert main(["caption", str(tmp_path), str(tmp_path / "x.png")]) == 2  # it said "cannot translate" too
+    assert "not a sequence-to-sequence one, so it cannot caption images" in capsys.readouterr().err
     assert main(["evaluate", str(tmp_path), "--precision", "bf16-mixed"]) == 2  # an autoencoder: not a search
     assert "--precision bf16-mixed applies to sequence-to-sequence runs" in capsys.readouterr().err
     assert main(["evaluate", str(tmp_path), "--beam-prune", "1.5"]) == 2

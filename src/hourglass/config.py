@@ -86,8 +86,12 @@ class TrainerConfig(BaseModel):
     deterministic: bool = False
 
 
+#: A run's name starts the folder ``runs/NAME-DATE`` when no --out is given: one path part, not an option.
+RUN_NAME = r"^[A-Za-z0-9_][A-Za-z0-9._+-]*$"
+
+
 class Config(Strict):
-    name: str = "run"
+    name: str = Field(default="run", pattern=RUN_NAME, max_length=100)  # no "/", "..", leading "-" or empty
     description: str = ""
     seed: int = Field(default=0, ge=0, le=MAX_SEED)  # numpy's and Lightning's range
     data: Component

@@ -31,7 +31,7 @@ def load_captioner(path: str):
     """``Run.load(path)``, refusing a run that is not sequence-to-sequence or does not read images."""
     from hourglass.cli.text import load_seq2seq
 
-    run = load_seq2seq(path)
+    run = load_seq2seq(path, "caption images")
     if run.data.context().modality != "image":
         raise HourglassError(
             f'The run {path} reads {run.data.context().modality}, not images, so it cannot caption. Use `hourglass '

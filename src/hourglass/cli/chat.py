@@ -32,7 +32,7 @@ def register(sub) -> None:
 
 def load_dialogue(path: str):
     """A seq2seq run trained on conversations; a clear error for any other run."""
-    run = load_seq2seq(path)
+    run = load_seq2seq(path, "chat")
     if not getattr(run.data, "turns_field", None):
         raise HourglassError(
             f"The run {path} was trained on sentence pairs, not on conversations, so it has no notion of the turns "

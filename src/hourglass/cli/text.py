@@ -140,8 +140,9 @@ def set_search_options(run, args) -> None:
         setattr(run.task, flag, value)
 
 
-def load_seq2seq(path: str):
-    """``Run.load(path)``, refusing a run whose task is not sequence-to-sequence."""
+def load_seq2seq(path: str, use: str = "translate"):
+    """``Run.load(path)``, refusing a run whose task is not sequence-to-sequence; ``use`` names the command's
+    work in that refusal."""
     from hourglass.run import Run
     from hourglass.tasks.seq2seq import Seq2SeqTask
 
@@ -149,7 +150,7 @@ def load_seq2seq(path: str):
     if not isinstance(run.task, Seq2SeqTask):
         raise HourglassError(
             f'The run {path} is of task "{run.config.task.name}", not a sequence-to-sequence one, so it cannot '
-            "translate. Give the directory of a seq2seq run (e.g. one trained with `hourglass train numbers-words` "
+            f"{use}. Give the directory of a seq2seq run (e.g. one trained with `hourglass train numbers-words` "
             "or `hourglass train multi30k-transformer`)."
         )
     return run
