@@ -99,9 +99,11 @@ def log_history(run_dir: Path, steps_done: int) -> list[dict[str, float]]:
     with path.open(newline="", errors="replace") as f:
         rows, bad = [], []
         for line, row in enumerate(csv.DictReader(f), start=2):  # line 1 is the header
-            rows.append({k: value for k, v in row.items() if k and isinstance(v, str) and v != ""
-                         if (value := _number(v)) is not None})
-            if any(isinstance(v, list) or (k and v not in ("", None) and _number(v) is None) for k, v in row.items()):
+            # A header's value is text, or None past a short line's end; more fields than the header names come
+            # under the key None.
+            values = {k: _number(v) for k, v in row.items() if k and v not in ("", None)}
+            rows.append({k: v for k, v in values.items() if v is not None})
+            if None in row or None in values.values():
                 bad.append(line)
     if bad:
         warnings.warn(f"{path}: line{'s' if len(bad) > 1 else ''} {', '.join(map(str, bad[:5]))} hold values that are "

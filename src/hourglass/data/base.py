@@ -37,19 +37,21 @@ OPTIONAL_NAMES = (lambda v: v is None or NAMES[0](v), "a list of names, or null"
 NUMBERS = (lambda v: isinstance(v, list) and all(isinstance(n, (int, float)) for n in v), "a list of numbers")
 
 
+_RESTORE = "Restore the file from a copy of the run, or train the run again."
+
+
 def read_artifact(path: Path, fields: dict[str, tuple[Callable[[Any], bool], str]]) -> dict[str, Any]:
     """A JSON file that training wrote into a run (the input shape, class names) -> its object, with ``fields``
     checked: a damaged file is one DataError that names it and the field, never a JSONDecodeError or KeyError
     from deep inside a command."""
-    fix = "Restore the file from a copy of the run, or train the run again."
     try:
         saved = json.loads(path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, ValueError, RecursionError) as err:  # JSONDecodeError is a ValueError
-        raise DataError(f"{path} is not the JSON that hourglass wrote when the run was trained ({err}). {fix}") \
+        raise DataError(f"{path} is not the JSON that hourglass wrote when the run was trained ({err}). {_RESTORE}") \
             from None
     if not isinstance(saved, dict):
         raise DataError(f"{path} should hold a JSON object with the fields {', '.join(fields)}, but it holds a "
-                        f"{type(saved).__name__}. {fix}")
+                        f"{type(saved).__name__}. {_RESTORE}")
     return check_fields(path, saved, fields)
 
 
@@ -58,8 +60,7 @@ def check_fields(path: Path, saved: dict[str, Any], fields: dict[str, tuple[Call
     """``saved``, read from ``path``, when each of ``fields`` passes its test; else a DataError naming the field."""
     for field, (good, what) in fields.items():
         if not good(saved.get(field)):
-            raise DataError(f'{path}: the field "{field}" should be {what}, but it is {saved.get(field)!r}. Restore '
-                            "the file from a copy of the run, or train the run again.")
+            raise DataError(f'{path}: the field "{field}" should be {what}, but it is {saved.get(field)!r}. {_RESTORE}')
     return saved
 
 
