@@ -92,6 +92,15 @@ def test_unknown_recipe_suggests_one() -> None:
         recipebook.load("mnist-ea")
 
 
+def test_an_override_read_as_the_recipe_says_where_overrides_go(capsys) -> None:
+    """argparse ends --set's list at the next option: `--set a=1 --out DIR b=2` makes b=2 the recipe."""
+    from hourglass.cli import main
+
+    assert main(["train", "--set", "train.max_epochs=1", "--out", "runs/x", "train.lr=0.1"]) == 2
+    err = capsys.readouterr().err
+    assert '"train.lr=0.1" was read as the recipe' in err and "right after --set" in err
+
+
 def test_duplicate_registration_is_an_error() -> None:
     from hourglass._registry import Registry
 

@@ -277,38 +277,60 @@ def test_the_first_step_runs_one_row_per_sentence_then_k() -> None:
     assert rows[0] == 3 and rows[1] == 3 * 4 and all(n % 4 == 0 for n in rows[1:]) and len(hyps.tokens) == 3
 
 
-def test_log_probs_reuse_one_buffer_and_keep_at_least_float32(monkeypatch) -> None:
-    """Every large step writes into the same memory (its first rows when the batch shrinks); bfloat16 logits
-    give float32 scores, float64 stays float64, and a larger batch gets a larger buffer."""
+def test_log_probs_work_in_place_or_reuse_one_buffer_and_keep_at_least_float32(monkeypatch) -> None:
+    """Float32 logits that the search owns become log-probabilities in place; other logits (a view that is not
+    contiguous, bfloat16) go into one buffer for all large steps (its first rows when the batch shrinks).
+    bfloat16 logits give float32 scores, float64 stays float64, and a larger batch gets a larger buffer."""
     monkeypatch.setattr(search_module, "_LARGE", 100)
-    small = _LogProbs()
-    small(torch.randn(1, 50))
-    assert small.buffer is None, "a tensor under _LARGE numbers gets no buffer"
     g = torch.Generator().manual_seed(0)
+    logits = torch.randn(6, 50, generator=g)
+    expected = torch.log_softmax(logits, -1)
+    out = _LogProbs()(logits)
+    assert out.data_ptr() == logits.data_ptr() and torch.equal(out, expected)
+    graded = torch.randn(2, 50, generator=g, requires_grad=True)
+    assert _LogProbs()(graded).data_ptr() != graded.data_ptr(), "a tensor with a gradient is never overwritten"
+    small = _LogProbs()
+    small(torch.randn(50, 1, generator=g).t())
+    assert small.buffer is None, "a tensor under _LARGE numbers gets no buffer"
     log_probs = _LogProbs()
-    first = log_probs(torch.randn(6, 50, generator=g))
-    logits = torch.randn(4, 50, generator=g)
-    second = log_probs(logits)
-    assert second.data_ptr() == first.data_ptr() and torch.equal(second, torch.log_softmax(logits, -1))
+    wide = torch.randn(50, 6, generator=g)
+    first = log_probs(wide.t())  # (6, 50), not contiguous
+    assert torch.equal(first, torch.log_softmax(wide.t(), -1)) and log_probs.buffer is not None
+    narrow = torch.randn(50, 4, generator=g)
+    second = log_probs(narrow.t())
+    assert second.data_ptr() == first.data_ptr() and torch.equal(second, torch.log_softmax(narrow.t(), -1))
     low = torch.randn(3, 50, generator=g).bfloat16()
     assert log_probs(low).dtype == torch.float32
     assert torch.equal(log_probs(low), torch.log_softmax(low.float(), -1))
+    assert torch.equal(low, low.clone()) and low.dtype == torch.bfloat16
     assert log_probs(torch.randn(9, 50, generator=g, dtype=torch.float64)).dtype == torch.float64
 
 
 @torch.no_grad()
-def test_greedy_and_sampling_are_the_same_with_and_without_the_log_probability_buffer(monkeypatch) -> None:
+def test_searches_are_the_same_in_place_and_through_the_log_probability_buffer(monkeypatch) -> None:
+    """Logits that are not contiguous take the buffer (and, under _LARGE, a fresh tensor); the result must be
+    the same as in place."""
     encoder, decoder = _model("transformer", "transformer")
     code = encoder(_sources())
 
-    def both() -> tuple:
+    def all_three() -> tuple:
         return (greedy(decoder, code, bos=BOS, eos=EOS, max_len=9),
-                sample(decoder, code, bos=BOS, eos=EOS, max_len=9, top_k=5, generator=torch.Generator().manual_seed(3)))
+                sample(decoder, code, bos=BOS, eos=EOS, max_len=9, top_k=5, generator=torch.Generator().manual_seed(3)),
+                beam_search(decoder, code, beam=3, bos=BOS, eos=EOS, max_len=9, nbest=2))
 
-    fresh = both()
+    in_place = all_three()
+    step = decoder.step
+
+    def strided_step(tokens, state):
+        logits, state, weights = step(tokens, state)
+        return logits.t().contiguous().t(), state, weights  # the same numbers, column-major
+
+    monkeypatch.setattr(decoder, "step", strided_step)
+    fresh = all_three()
     monkeypatch.setattr(search_module, "_LARGE", 0)
-    for a, b in zip(fresh, both()):
+    for a, b, c in zip(in_place, fresh, all_three()):
         _assert_same(a, b)
+        _assert_same(a, c)
 
 
 def test_block_sizes_divide_the_vocabulary_and_leave_enough_blocks() -> None:

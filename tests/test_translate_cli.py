@@ -75,6 +75,17 @@ def test_translate_empty_stdin_is_empty_output(run_dir, monkeypatch, capsys):
     assert translate(monkeypatch, capsys, run_dir, "") == (0, "")
 
 
+@pytest.mark.parametrize("stream, shell", [("stdin", "<&-"), ("stdout", ">&-")])
+def test_a_closed_standard_stream_is_one_paragraph_before_the_model_loads(stream, shell, tmp_path, monkeypatch,
+                                                                         capsys):
+    """A shell that closes a stream gives Python None for it: a translation would fail on its first line."""
+    monkeypatch.setattr(sys, stream, None)
+    assert main(["translate", str(tmp_path / "no-run-needed")]) == 2  # said before the run is read
+    err = capsys.readouterr().err
+    assert f"Standard {'input' if stream == 'stdin' else 'output'} is closed" in err and shell in err
+    assert "--input FILE" in err if stream == "stdin" else "> results.txt" in err
+
+
 def test_translate_input_file_and_nbest(run_dir, tmp_path, monkeypatch, capsys):
     (tmp_path / "in.txt").write_text("C a b\nR a b\n", encoding="utf-8")
     status, out = translate(monkeypatch, capsys, run_dir, "", "--input", str(tmp_path / "in.txt"), "--nbest", "2",

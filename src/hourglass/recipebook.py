@@ -34,6 +34,12 @@ def resolve(spec: str | None) -> Path:
             raise ConfigError(f"Config file {path} does not exist. Check the path, or run `hourglass recipes`.")
         return path
     candidate = recipe_dir() / f"{spec}.yaml"
+    if not candidate.is_file() and "=" in spec:
+        raise ConfigError(
+            f'"{spec}" was read as the recipe, but it looks like a KEY=VALUE override. Overrides go right after '
+            f"--set (`hourglass train RECIPE --set {spec} ...`); one that follows another option, such as --out "
+            "DIR, is no longer part of --set. Move it next to the others, or give it a --set of its own."
+        )
     if not candidate.is_file():
         names = list(recipes())
         raise ConfigError(

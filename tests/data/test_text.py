@@ -135,6 +135,20 @@ def test_a_truncated_gzip_file_is_an_error(tmp_path) -> None:
         list(iter_lines(tmp_path / "s.gz"))
 
 
+def test_a_gzip_file_damaged_in_the_middle_names_the_last_good_line(tmp_path) -> None:
+    """zlib's own error (not an OSError) came out of a damaged block as a traceback."""
+    lines = [f"Zeile {i} mit etwas Text, der sich nicht wiederholt: {i * 7919 % 10007}" for i in range(4000)]
+    data = bytearray(gzip.compress("\n".join(lines).encode()))
+    for i in range(len(data) // 2, len(data) // 2 + 40):
+        data[i] ^= 0x55
+    (tmp_path / "s.gz").write_bytes(bytes(data))
+    read = []
+    with pytest.raises(DataError, match=r"s.gz: cannot read past line \d+ .*corrupt or truncated.*lines before") as err:
+        for line in iter_lines(tmp_path / "s.gz"):
+            read.append(line)
+    assert f"past line {len(read)} " in str(err.value) and read[:100] == lines[:100]  # the last may be junk
+
+
 def test_read_tsv_picks_columns(tmp_path) -> None:
     path = _write(tmp_path / "d.tsv", ["id1\tEin Mann.\tA man.", "", "id3\tZwei.\tTwo."])
     with pytest.warns(UserWarning, match="Skipped 1 of 3"):

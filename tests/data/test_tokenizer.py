@@ -108,3 +108,31 @@ def test_lines_longer_than_sentencepieces_default_limit_are_learned(tmp_path):
     article = " ".join(f"word{i % 50}" for i in range(1000)) + " Zürich"  # about 7,000 bytes
     tok = Tokenizer.train([article] * 3 + ["a short line"], vocab_size=80, path_prefix=tmp_path / "long")
     assert tok.decode(tok.encode("Zürich word7")) == "Zürich word7"
+
+
+def test_a_saved_tokenizer_changed_or_cut_short_is_named_not_loaded_as_a_smaller_vocabulary(joint, tmp_path) -> None:
+    """A truncated .model file can still parse (as fewer pieces); the run's weights would then be blamed."""
+    saved = tmp_path / "tokenizer.model"
+    joint.save(saved)
+    again = Tokenizer.load(saved)
+    assert again.vocab_size == joint.vocab_size and again.encode("Ein Hund läuft.") == joint.encode("Ein Hund läuft.")
+    data = saved.read_bytes()
+    saved.write_bytes(data[: len(data) // 3])
+    with pytest.raises(DataError, match=r"tokenizer.model (is not the tokenizer this run was trained with|is not a "
+                                        r"SentencePiece model).*(copy of the run)"):
+        Tokenizer.load(saved)
+    saved.write_bytes(data)
+    (tmp_path / "tokenizer.model.json").write_text('{"pieces": 3}', encoding="utf-8")
+    with pytest.raises(DataError, match='tokenizer.model.json: the field "sha256"'):
+        Tokenizer.load(saved)
+    (tmp_path / "tokenizer.model.json").unlink()
+    assert Tokenizer.load(saved).vocab_size == joint.vocab_size  # no record (a user's own file): loads as it is
+
+
+def test_a_file_that_is_not_a_sentencepiece_model_says_so(tmp_path) -> None:
+    (tmp_path / "spm.vocab").write_text("a\t0\nb\t-1\n", encoding="utf-8")
+    with pytest.raises(DataError, match=r"spm.vocab is not a SentencePiece model.*not \.vocab"):
+        Tokenizer.load(tmp_path / "spm.vocab")
+    (tmp_path / "garbage.model").write_bytes(b"\x00\xff" * 50)
+    with pytest.raises(DataError, match=r"garbage.model is not a SentencePiece model.*damaged"):
+        Tokenizer.load(tmp_path / "garbage.model")

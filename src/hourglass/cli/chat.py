@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 from typing import IO, Iterator
 
+from hourglass.cli.streams import standard_input, standard_output
 from hourglass.cli.text import (add_sampling_options, add_search_options, load_seq2seq, set_sampling,
                                 set_search_options)
 from hourglass.data.dialogue import plain_turn
@@ -72,12 +73,13 @@ def chat(run, turns: Iterator[str], out: IO[str], *, prompt: IO[str] | None = No
 def cmd_chat(args) -> int:
     from hourglass.data.text import iter_lines
 
+    stdin = args.input in (None, "-")
+    out, source = standard_output(args.command), standard_input(args.command) if stdin else None
     run = load_dialogue(args.run)
     set_search_options(run, args)
     set_sampling(run, args)
-    stdin = args.input in (None, "-")
-    turns = iter_lines(sys.stdin.buffer) if stdin else iter_lines(Path(args.input))
+    turns = iter_lines(source) if stdin else iter_lines(Path(args.input))
     interactive = stdin and sys.stdin.isatty()
     with autocast(args.precision, run.task.device):
-        chat(run, turns, sys.stdout, prompt=sys.stderr if interactive else None)
+        chat(run, turns, out, prompt=sys.stderr if interactive else None)
     return 0

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import IO, Iterator
 
 from hourglass.cli.args import BEAM, count, file_ending, positive, seed, whole
+from hourglass.cli.streams import standard_input, standard_output
 from hourglass.errors import HourglassError
 from hourglass.limits import MAX_LENGTH_PENALTY
 from hourglass.precision import add_precision, autocast
@@ -220,6 +221,9 @@ def cmd_translate(args) -> int:
 
     if args.beam is not None and args.nbest > args.beam:
         raise HourglassError(f"--nbest must be at most the beam size (got --nbest {args.nbest}, --beam {args.beam}).")
+    standard_output(args.command)  # before the model loads: a closed stream is said at once
+    if args.input in (None, "-"):
+        standard_input(args.command)
     run = load_seq2seq(args.run)
     if run.data.context().modality == "image":
         raise HourglassError(
@@ -230,9 +234,9 @@ def cmd_translate(args) -> int:
     set_sampling(run, args)
     beam = max(run.task.beam, args.nbest)  # an n-best list needs a beam at least that wide
     stdin = args.input in (None, "-")  # `--input -` is standard input, as for most tools
-    lines = iter_lines(sys.stdin.buffer) if stdin else iter_lines(Path(args.input))
+    lines = iter_lines(standard_input(args.command)) if stdin else iter_lines(Path(args.input))
     with autocast(args.precision, run.task.device):
-        translate_stream(run, lines, sys.stdout, beam=beam, nbest=args.nbest, max_len_ratio=args.max_len_ratio,
+        translate_stream(run, lines, standard_output(args.command), beam=beam, nbest=args.nbest, max_len_ratio=args.max_len_ratio,
                          batch=args.batch, buffer=args.buffer)
     return 0
 

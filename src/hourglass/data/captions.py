@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import tempfile
 import warnings
 from dataclasses import dataclass
@@ -301,7 +300,7 @@ class CaptionDataModule(DataModule):
     def save_artifacts(self, run_dir: Path) -> None:
         """The tokenizer, and the image shape (``captions.json``): with them the run captions images after its
         training data has moved away."""
-        shutil.copyfile(self.target_tokenizer.path, Path(run_dir) / self.TOKENIZER_FILE)
+        self.target_tokenizer.save(Path(run_dir) / self.TOKENIZER_FILE)
         atomic_write_json(Path(run_dir) / self.SHAPE_FILE, {"input_shape": list(self.image_shape)})
 
     def load_artifacts(self, run_dir: Path) -> None:

@@ -30,7 +30,6 @@ batches hold sentences of similar length under a budget of ``max_tokens`` padded
 """
 from __future__ import annotations
 
-import shutil
 import tempfile
 import warnings
 from pathlib import Path
@@ -261,10 +260,10 @@ class ParallelDataModule(DataModule):
         self.setup()
         run_dir = Path(run_dir)
         if self.joint_vocab:
-            shutil.copyfile(self.target_tokenizer.path, run_dir / JOINT)
+            self.target_tokenizer.save(run_dir / JOINT)
         else:
-            shutil.copyfile(self.source_tokenizer.path, run_dir / SOURCE)
-            shutil.copyfile(self.target_tokenizer.path, run_dir / TARGET)
+            self.source_tokenizer.save(run_dir / SOURCE)
+            self.target_tokenizer.save(run_dir / TARGET)
 
     def load_artifacts(self, run_dir: Path) -> None:
         run_dir = Path(run_dir)

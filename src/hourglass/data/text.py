@@ -17,6 +17,7 @@ import gzip
 import io
 import json
 import warnings
+import zlib
 from pathlib import Path
 from typing import IO, Iterable, Iterator
 
@@ -76,9 +77,10 @@ def _iter_binary(stream: IO[bytes], name: str) -> Iterator[str]:
     try:
         for number, raw in enumerate(stream, start=1):
             yield _decode(raw, name, number)
-    except (gzip.BadGzipFile, EOFError, OSError) as err:
+    except (gzip.BadGzipFile, EOFError, OSError, zlib.error) as err:  # zlib.error: a damaged block mid-file
         raise DataError(f"{name}: cannot read past line {number} ({err}). The gzip file is corrupt or truncated; "
-                        f"download or compress it again.") from None
+                        f"download or compress it again. The {number} lines before the damage were read (a command "
+                        "that streams, such as translate, has written their results).") from None
 
 
 def _iter_text(stream: IO[str], name: str) -> Iterator[str]:

@@ -12,6 +12,7 @@ untokenized references. Characters never seen in training become unk and decode 
 """
 from __future__ import annotations
 
+import hashlib
 import re
 from pathlib import Path
 from typing import Iterable, Iterator, Literal, Sequence
@@ -19,6 +20,7 @@ from typing import Iterable, Iterator, Literal, Sequence
 import sentencepiece as spm
 
 from hourglass.errors import ConfigError, DataError
+from hourglass.io import atomic_write, atomic_write_json
 
 PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
 #: The longest line (bytes) the trainer reads; SentencePiece's default of 4,192 would silently skip whole news
@@ -73,18 +75,30 @@ class Tokenizer:
 
     @classmethod
     def load(cls, path: str | Path) -> "Tokenizer":
-        """Read a ``.model`` file written by :meth:`train`."""
+        """Read a ``.model`` file written by :meth:`train`, or by :meth:`save` (whose record it then checks)."""
         path = Path(path)
         if not path.is_file():
             raise DataError(f"Tokenizer model {path} does not exist. Train one first (Tokenizer.train), or give "
                             "the path of the .model file saved in the run directory.")
+        data = path.read_bytes()
         processor = spm.SentencePieceProcessor()
         try:
-            processor.Load(str(path))
+            processor.LoadFromSerializedProto(data)
         except (OSError, RuntimeError) as err:
-            raise DataError(f"{path} is not a SentencePiece model ({err}). Give the .model file, not .vocab.") \
-                from None
+            fix = ("Give the .model file, not .vocab." if path.suffix == ".vocab" else
+                   "The file is damaged or is something else; restore it from a copy of the run (or of the model).")
+            raise DataError(f"{path} is not a SentencePiece model ({err}). {fix}") from None
+        _check_record(path, data, processor.GetPieceSize())
         return cls(processor, path=path)
+
+    def save(self, path: str | Path) -> None:
+        """Copy the model file to ``path`` (a run directory's), atomically, with a record beside it
+        (``<name>.json``: its piece count and SHA-256) that :meth:`load` checks. A file changed or cut short (a copy
+        that stopped early) would otherwise still load, as a smaller vocabulary, and the run's weights would be
+        blamed for not fitting it."""
+        path, data = Path(path), self.path.read_bytes()
+        atomic_write(path, lambda tmp: Path(tmp).write_bytes(data))
+        atomic_write_json(_record_path(path), {"pieces": self.vocab_size, "sha256": hashlib.sha256(data).hexdigest()})
 
     @property
     def vocab_size(self) -> int:
@@ -114,6 +128,29 @@ class _Counted:
             if line.strip():
                 self.nonempty += 1
             yield line
+
+
+def _record_path(path: Path) -> Path:
+    return path.with_name(path.name + ".json")
+
+
+def _check_record(path: Path, data: bytes, pieces: int) -> None:
+    """The model file's bytes against the record that :meth:`Tokenizer.save` wrote beside it (when there is one:
+    a tokenizer of the user's own, or of a run from before the record, has none)."""
+    record = _record_path(path)
+    if not record.is_file():
+        return
+    from hourglass.data.base import read_artifact  # data.base imports lightning: only for a run's tokenizer
+
+    saved = read_artifact(record, {"pieces": (lambda v: isinstance(v, int) and v > 0, "a positive whole number"),
+                                   "sha256": (lambda v: isinstance(v, str), "a hexadecimal string")})
+    if hashlib.sha256(data).hexdigest() != saved["sha256"]:
+        raise DataError(
+            f"{path} is not the tokenizer this run was trained with: its checksum differs from the one recorded in "
+            f"{record}, and it has {pieces} pieces where the record says {saved['pieces']}. It was changed or cut "
+            "short (a copy that stopped early?). Restore it from a complete copy of the run: a tokenizer trained "
+            "again would not give the same pieces, so the run's weights would not fit it."
+        )
 
 
 def _explain(err: RuntimeError, vocab_size: int) -> Exception:

@@ -37,7 +37,9 @@ class SequenceDecoder(nn.Module):
 
     - ``init_state(code) -> state``: the state before the first token (memory, mask, RNN state, caches).
     - ``forward(tokens (B, T), state) -> (logits (B, T, V), attention (B, T, S) or None)``: teacher forcing.
-    - ``step(tokens (B,), state) -> (logits (B, V), new state, attention (B, S) or None)``: one token.
+    - ``step(tokens (B,), state) -> (logits (B, V), new state, attention (B, S) or None)``: one token. The
+      logits belong to the caller, which may overwrite them (search turns them into log-probabilities in
+      place); a decoder never keeps them, nor returns a tensor that its state or parameters hold.
     - ``reorder_state(state, index (B',)) -> state``: select/repeat batch rows (beam search).
     """
 
