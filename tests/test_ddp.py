@@ -21,3 +21,22 @@ def test_ddp_two_cpu_processes_trains(tmp_path: Path) -> None:
     assert len(val) == 3 and val[-1] < val[0], f"validation loss should fall under DDP: {val}"
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["steps"] > 0 and metrics["final"]["mse"] < 0.1
+
+
+def test_a_run_over_several_nodes_says_it_waits_for_them_and_where(tiny_config, tmp_path: Path, monkeypatch,
+                                                                  capsys) -> None:
+    """Lightning waits for the other nodes without a word; node 0 of 2 on one machine seemed to hang."""
+    from hourglass.training import make_trainer, say_nodes
+
+    monkeypatch.setenv("MASTER_ADDR", "10.0.0.7")
+    monkeypatch.setenv("MASTER_PORT", "29511")
+    config = tiny_config("digits-ae", "trainer.accelerator=cpu", "trainer.devices=1", "trainer.strategy=ddp",
+                         "trainer.num_nodes=2")
+    say_nodes(make_trainer(config, tmp_path / "run"))
+    err = capsys.readouterr().err
+    assert "Training on 2 nodes; this is node 0" in err and "joined at 10.0.0.7:29511" in err
+    assert "NODE_RANK (0 to 1)" in err and not (tmp_path / "run").exists(), "building the trainer writes nothing"
+    trainer = make_trainer(tiny_config("digits-ae"), tmp_path / "one")
+    capsys.readouterr()  # Lightning's own INFO lines (the CLI turns them off)
+    say_nodes(trainer)
+    assert capsys.readouterr().err == "", "one node: nothing to say"

@@ -8,6 +8,7 @@ from __future__ import annotations
 import inspect
 import os
 import signal
+import sys
 import time
 import warnings
 from datetime import datetime
@@ -245,6 +246,19 @@ def make_trainer(config: Config, run_dir: Path, extra_callbacks: Sequence[Callba
     return trainer
 
 
+def say_nodes(trainer: L.Trainer) -> None:
+    """On a run over several nodes, say (once per node, on stderr) that it waits for the others, and where they
+    meet: until every node has joined, Lightning waits without a word (its INFO lines are off, cli._quiet)."""
+    if trainer.num_nodes <= 1 or os.environ.get("LOCAL_RANK", "0") != "0":
+        return
+    env = getattr(trainer.strategy, "cluster_environment", None)
+    where = f"{env.main_address}:{env.main_port}" if env is not None else "MASTER_ADDR:MASTER_PORT"
+    print(f"Training on {trainer.num_nodes} nodes; this is node {trainer.node_rank}. It waits until every node has "
+          f"started the same command and joined at {where}. A cluster's scheduler sets that (Lightning reads SLURM, "
+          "TorchElastic, LSF and Kubeflow); by hand, set MASTER_ADDR, MASTER_PORT and NODE_RANK (0 to "
+          f"{trainer.num_nodes - 1}) on each node. On one machine, use trainer.devices instead.", file=sys.stderr)
+
+
 def train(config: Config, *, out: str | None = None, resume: Path | None = None,
           callbacks: Sequence[Callback] = (), report: bool = True) -> Path:
     """Train ``config``; return the run directory. ``resume`` continues that run directory. ``callbacks`` are
@@ -270,6 +284,7 @@ def train(config: Config, *, out: str | None = None, resume: Path | None = None,
 
         fit_data = cached_data(config, task, data, run_dir)
     os.environ[RUN_DIR_ENV] = str(run_dir)  # inherited by the DDP processes that fit launches
+    say_nodes(trainer)
     try:
         trainer.fit(task, datamodule=fit_data, ckpt_path=str(ckpt) if ckpt else None)
     except SystemExit:  # Lightning turns Ctrl-C into a graceful stop, then sys.exit(1)
