@@ -263,3 +263,36 @@ def test_attention_map_labels_the_word_start_piece_as_such(monkeypatch, tmp_path
     hyps = Hypotheses(tokens=[[[5, 6, 7]]], scores=[[0.0]], attention=[torch.zeros(4, 2)])
     Seq2SeqTask.attention_figure(hyps, 0, ["a", "b"], tokenizer, tmp_path / "a.png")
     assert seen["target"] == ["▁", "72", "x", "</s>"]
+
+
+def test_a_run_keeps_its_vocabulary_when_killed_early_and_when_resumed_on_changed_text(tmp_path) -> None:
+    """The tokenizer is in the run before the first step, and a resume reads it: before, a resumed run trained
+    a new tokenizer on today's text, and a changed text silently gave its weights other token ids."""
+    import lightning as L
+
+    from hourglass import recipebook
+    from hourglass.data.tokenizer import Tokenizer
+    from hourglass.training import train
+
+    class Stop(L.Callback):
+        def on_train_start(self, trainer, pl_module):
+            raise RuntimeError("killed")
+
+    config = family_config("rnn", tmp_path, max_epochs=1)
+    write_data(tmp_path / "data", reverse_or_copy(300, seed=0), "two")  # fewer pairs than the family's: faster
+    with pytest.raises(RuntimeError, match="killed"), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        train(config, out=str(tmp_path / "killed"), callbacks=[Stop()])
+    assert (tmp_path / "killed" / "tokenizer.model").is_file(), "saved before training starts"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        run = train(config, out=str(tmp_path / "run"))
+    before = (run / "tokenizer.model").read_bytes()
+    other = [(s.upper(), t.upper()) for s, t in reverse_or_copy(300, seed=1)]  # other characters: other pieces
+    write_data(tmp_path / "data", other, "two")
+    fresh = Tokenizer.train([s for s, _ in other] + [t for _, t in other], vocab_size=40, path_prefix=tmp_path / "n")
+    assert fresh.encode("R A B") != Tokenizer.load(run / "tokenizer.model").encode("R A B")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        train(recipebook.load(str(run / "config.yaml"), ["train.max_epochs=2"]), resume=run)
+    assert (run / "tokenizer.model").read_bytes() == before, "the resumed run kept its own tokenizer"

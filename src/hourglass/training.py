@@ -249,7 +249,7 @@ def make_trainer(config: Config, run_dir: Path, extra_callbacks: Sequence[Callba
 def say_nodes(trainer: L.Trainer) -> None:
     """On a run over several nodes, say (once per node, on stderr) that it waits for the others, and where they
     meet: until every node has joined, Lightning waits without a word (its INFO lines are off, cli._quiet)."""
-    if trainer.num_nodes <= 1 or os.environ.get("LOCAL_RANK", "0") != "0":
+    if trainer.num_nodes <= 1 or trainer.local_rank != 0:  # Lightning reads SLURM_LOCALID and the like
         return
     env = getattr(trainer.strategy, "cluster_environment", None)
     where = f"{env.main_address}:{env.main_port}" if env is not None else "MASTER_ADDR:MASTER_PORT"
@@ -265,6 +265,8 @@ def train(config: Config, *, out: str | None = None, resume: Path | None = None,
     extra Lightning callbacks (run first); ``report=False`` skips the final metrics, pictures and report."""
     L.seed_everything(config.seed, workers=True, verbose=False)
     data = build_data(config)
+    if resume:
+        data.resume_from(Path(resume))  # its own vocabulary, not one trained again on today's text
     data.setup("fit")
     config = absolute_data_paths(config)  # stored so, the run works from any directory
     task = build_task(config, data)
@@ -277,6 +279,8 @@ def train(config: Config, *, out: str | None = None, resume: Path | None = None,
     trainer = make_trainer(config, run_dir, callbacks, history)  # before any file: a bad trainer key loses nothing
     run_dir.mkdir(parents=True, exist_ok=True)
     save_config(config, run_dir / "config.yaml")
+    if data.early_artifacts and not _ddp_child():  # tokenizers: a killed run resumes with them (resume_from)
+        data.save_artifacts(run_dir)
     start = time.time()
     fit_data = data
     if config.train.cache_features:  # the frozen encoder's codes, computed once (hourglass.features)

@@ -136,3 +136,10 @@ def test_a_file_that_is_not_a_sentencepiece_model_says_so(tmp_path) -> None:
     (tmp_path / "garbage.model").write_bytes(b"\x00\xff" * 50)
     with pytest.raises(DataError, match=r"garbage.model is not a SentencePiece model.*damaged"):
         Tokenizer.load(tmp_path / "garbage.model")
+
+
+def test_training_where_a_saved_tokenizer_and_its_record_are_is_not_refused(joint, tmp_path) -> None:
+    joint.save(tmp_path / "tokenizer.model")  # and tokenizer.model.json
+    again = Tokenizer.train(["ganz andere Wörter hier", "und noch mehr davon"] * 20, vocab_size=30,
+                            path_prefix=tmp_path / "tokenizer")
+    assert again.vocab_size <= 30 and again.decode(again.encode("ganz andere")) == "ganz andere"

@@ -90,3 +90,11 @@ class DataModule(L.LightningDataModule):
 
     def load_artifacts(self, run_dir: Path) -> None:
         pass
+
+    #: Whether training may call ``save_artifacts`` before it starts (what they hold is fixed by ``setup``): a run
+    #: killed before its end then still has them, for ``resume_from``.
+    early_artifacts: ClassVar[bool] = False
+
+    def resume_from(self, run_dir: Path) -> None:
+        """Before ``setup`` of a resumed run: take what the run fixed when it began (its vocabulary), so that it
+        goes on with the same token ids even if its training text has changed since. Default: nothing."""

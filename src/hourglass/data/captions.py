@@ -303,6 +303,13 @@ class CaptionDataModule(DataModule):
         self.target_tokenizer.save(Path(run_dir) / self.TOKENIZER_FILE)
         atomic_write_json(Path(run_dir) / self.SHAPE_FILE, {"input_shape": list(self.image_shape)})
 
+    early_artifacts = True
+
+    def resume_from(self, run_dir: Path) -> None:
+        file = Path(run_dir) / self.TOKENIZER_FILE
+        if file.is_file():
+            self.target_tokenizer = Tokenizer.load(file)
+
     def load_artifacts(self, run_dir: Path) -> None:
         file = Path(run_dir) / self.TOKENIZER_FILE
         if file.is_file():  # a run keeps its own vocabulary, whatever the data would train today

@@ -265,6 +265,13 @@ class ParallelDataModule(DataModule):
             self.source_tokenizer.save(run_dir / SOURCE)
             self.target_tokenizer.save(run_dir / TARGET)
 
+    early_artifacts = True
+
+    def resume_from(self, run_dir: Path) -> None:
+        files = [JOINT] if self.joint_vocab else [SOURCE, TARGET]
+        if all((Path(run_dir) / f).is_file() for f in files):  # a run from before tokenizers were saved early has none
+            self.load_artifacts(run_dir)
+
     def load_artifacts(self, run_dir: Path) -> None:
         run_dir = Path(run_dir)
         if self.joint_vocab:

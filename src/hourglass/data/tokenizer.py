@@ -71,11 +71,12 @@ class Tokenizer:
                 raise DataError(f"Cannot train a tokenizer at {prefix}: the training text has no non-empty "
                                 "line. Check the training files.") from None
             raise _explain(err, vocab_size) from None
-        return cls.load(prefix.with_name(prefix.name + ".model"))
+        return cls.load(prefix.with_name(prefix.name + ".model"), check=False)  # a record there is not this model's
 
     @classmethod
-    def load(cls, path: str | Path) -> "Tokenizer":
-        """Read a ``.model`` file written by :meth:`train`, or by :meth:`save` (whose record it then checks)."""
+    def load(cls, path: str | Path, *, check: bool = True) -> "Tokenizer":
+        """Read a ``.model`` file written by :meth:`train`, or by :meth:`save` (whose record it then checks, unless
+        ``check`` is False)."""
         path = Path(path)
         if not path.is_file():
             raise DataError(f"Tokenizer model {path} does not exist. Train one first (Tokenizer.train), or give "
@@ -88,8 +89,10 @@ class Tokenizer:
             fix = ("Give the .model file, not .vocab." if path.suffix == ".vocab" else
                    "The file is damaged or is something else; restore it from a copy of the run (or of the model).")
             raise DataError(f"{path} is not a SentencePiece model ({err}). {fix}") from None
-        _check_record(path, data, processor.GetPieceSize())
+        if check:
+            _check_record(path, data, processor.GetPieceSize())
         return cls(processor, path=path)
+
 
     def save(self, path: str | Path) -> None:
         """Copy the model file to ``path`` (a run directory's), atomically, with a record beside it
