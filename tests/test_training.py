@@ -314,8 +314,21 @@ def test_an_output_under_a_file_is_one_paragraph_not_a_traceback(ae_run: Path, t
     (tmp_path / "afile").write_text("mine")
     assert main(["encode", str(ae_run), "--data", "digits", "--output", str(tmp_path / "afile" / "c.npy")]) == 2
     err = capsys.readouterr().err
-    assert err.startswith(f"error: Cannot use the path {tmp_path / 'afile'}") and "Traceback" not in err
+    assert err.startswith(f"error: Cannot use the path {tmp_path / 'afile' / 'c.npy'}: ") and "Traceback" not in err
     assert (tmp_path / "afile").read_text() == "mine"
+
+
+def test_the_progress_bar_is_on_stderr_so_stdout_is_the_run_directory(tmp_path: Path) -> None:
+    """RUN=$(hourglass train ...) must hold the run directory alone, with the bar on (the default)."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "hourglass", "train", "digits-ae", "--out", str(out), "--set", "train.max_epochs=1",
+           "data.limit=200", "model.bottleneck.dim=4", "train.progress=true"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout == f"{out}\n" and "train/loss" in done.stderr
 
 
 @pytest.mark.parametrize("failure", [OSError(errno.ENOSPC, "No space left on device"),

@@ -6,7 +6,8 @@ Python API (mirrors the CLI)::
     config = hg.load_config("digits-ae", ["train.max_epochs=5"])   # a recipe name or a YAML path
     run_dir = hg.train(config)
     run = hg.load_run(run_dir)
-    codes = run.encode(images); recon = run.reconstruct(images); samples = run.sample(16)
+    codes = run.encode(images); recon = run.reconstruct(images)
+    samples = hg.load_run(vae_run_dir).sample(16)                   # a vae or wae run: it has a prior
     model = hg.build_model(config.model, data_context)             # just the network
 """
 from __future__ import annotations

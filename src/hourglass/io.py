@@ -21,9 +21,9 @@ def atomic_write(path: Path, write: Callable[[str], None]) -> None:
     A failed write (a read-only folder, a full disk) raises an OSError that names ``path``, the file the caller
     asked for, not the temporary one beside it; ``path`` itself is untouched."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)  # in the try: a file on the way is named as the target's
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         os.close(fd)
         write(tmp)

@@ -122,8 +122,9 @@ class Run:
         x = torch.as_tensor(array, dtype=torch.float32)
         if tuple(x.shape[1:]) != tuple(shape):
             raise DataError(f"The model of {self.path} reads images of shape (N, {', '.join(map(str, shape))}) "
-                            f"(N, C, H, W), but these are {tuple(x.shape)}. Resize them to {tuple(shape[-2:])} "
-                            "(data.resize when reading a folder), or use a run trained on images of this size.")
+                            f"(N, C, H, W), but these are {tuple(x.shape)}. Resize them to {tuple(shape[-2:])} first "
+                            "(`encode` and `reconstruct` read images as they are; data.resize does it only when "
+                            "training), or use a run trained on images of this size.")
         return x
 
     def _autoencoder(self, use: str):

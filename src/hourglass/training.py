@@ -18,7 +18,7 @@ from typing import Sequence
 import lightning as L
 import torch
 from lightning.fabric.utilities.exceptions import MisconfigurationException
-from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
+from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint, RichProgressBar
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
 from hourglass import resume as resuming
@@ -211,6 +211,8 @@ def make_trainer(config: Config, run_dir: Path, extra_callbacks: Sequence[Callba
     for cb in (best, last_steps, last_epoch):
         cb.FILE_EXTENSION = ".safetensors"
     callbacks = [*extra_callbacks, FlushLogs(), MonitoredKeys(config), best, last_steps, last_epoch]
+    if tc.progress:  # on stderr, as rich's log: stdout carries only the run directory (RUN=$(hourglass train ...))
+        callbacks.append(RichProgressBar(console_kwargs={"stderr": True}))
     if tc.early_stopping:
         es = tc.early_stopping
         # Checked after each validation, not at the end of a training epoch: a run whose train.max_steps ends
