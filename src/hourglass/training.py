@@ -211,7 +211,7 @@ def make_trainer(config: Config, run_dir: Path, extra_callbacks: Sequence[Callba
     for cb in (best, last_steps, last_epoch):
         cb.FILE_EXTENSION = ".safetensors"
     callbacks = [*extra_callbacks, FlushLogs(), MonitoredKeys(config), best, last_steps, last_epoch]
-    if tc.progress:  # on stderr, as rich's log: stdout carries only the run directory (RUN=$(hourglass train ...))
+    if tc.progress:  # on stderr: stdout carries only the run directory (RUN=$(hourglass train ...))
         callbacks.append(RichProgressBar(console_kwargs={"stderr": True}))
     if tc.early_stopping:
         es = tc.early_stopping
@@ -324,7 +324,8 @@ def finish(config: Config, task, data, trainer: L.Trainer, run_dir: Path, second
                       "weights. Train at least one epoch (raise train.max_steps) to keep the best ones.", UserWarning)
     task.to("cpu")
     save_weights(task.model, run_dir / "model.safetensors", {"config": config.to_dict()})
-    data.save_artifacts(run_dir)
+    if not data.early_artifacts:  # those were written before training (train)
+        data.save_artifacts(run_dir)
     metrics = {
         "final": task.evaluate(data),
         "best": {config.train.monitor: _float(best.best_model_score)},

@@ -221,9 +221,9 @@ def cmd_translate(args) -> int:
 
     if args.beam is not None and args.nbest > args.beam:
         raise HourglassError(f"--nbest must be at most the beam size (got --nbest {args.nbest}, --beam {args.beam}).")
-    standard_output(args.command)  # before the model loads: a closed stream is said at once
-    if args.input in (None, "-"):
-        standard_input(args.command)
+    stdin = args.input in (None, "-")  # `--input -` is standard input, as for most tools
+    # Before the model loads: a closed stream is said at once.
+    out, source = standard_output(args.command), standard_input(args.command) if stdin else None
     run = load_seq2seq(args.run)
     if run.data.context().modality == "image":
         raise HourglassError(
@@ -233,10 +233,9 @@ def cmd_translate(args) -> int:
     set_search_options(run, args)
     set_sampling(run, args)
     beam = max(run.task.beam, args.nbest)  # an n-best list needs a beam at least that wide
-    stdin = args.input in (None, "-")  # `--input -` is standard input, as for most tools
-    lines = iter_lines(standard_input(args.command)) if stdin else iter_lines(Path(args.input))
+    lines = iter_lines(source) if stdin else iter_lines(Path(args.input))
     with autocast(args.precision, run.task.device):
-        translate_stream(run, lines, standard_output(args.command), beam=beam, nbest=args.nbest, max_len_ratio=args.max_len_ratio,
+        translate_stream(run, lines, out, beam=beam, nbest=args.nbest, max_len_ratio=args.max_len_ratio,
                          batch=args.batch, buffer=args.buffer)
     return 0
 

@@ -307,13 +307,12 @@ class CaptionDataModule(DataModule):
 
     def resume_from(self, run_dir: Path) -> None:
         file = Path(run_dir) / self.TOKENIZER_FILE
-        if file.is_file():
+        if file.is_file():  # a run keeps its own vocabulary, whatever the data would train today
             self.target_tokenizer = Tokenizer.load(file)
 
     def load_artifacts(self, run_dir: Path) -> None:
+        self.resume_from(run_dir)
         file = Path(run_dir) / self.TOKENIZER_FILE
-        if file.is_file():  # a run keeps its own vocabulary, whatever the data would train today
-            self.target_tokenizer = Tokenizer.load(file)
         shape = Path(run_dir) / self.SHAPE_FILE
         if shape.is_file() and file.is_file():
             self._shape = tuple(read_artifact(shape, {"input_shape": SHAPE})["input_shape"])

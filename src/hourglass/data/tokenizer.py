@@ -93,7 +93,6 @@ class Tokenizer:
             _check_record(path, data, processor.GetPieceSize())
         return cls(processor, path=path)
 
-
     def save(self, path: str | Path) -> None:
         """Copy the model file to ``path`` (a run directory's), atomically, with a record beside it
         (``<name>.json``: its piece count and SHA-256) that :meth:`load` checks. A file changed or cut short (a copy
