@@ -22,7 +22,6 @@ Conventions shared by all three:
 """
 from __future__ import annotations
 
-import functools
 import heapq
 import math
 from dataclasses import dataclass
@@ -34,6 +33,7 @@ from torch import Tensor
 
 from hourglass.code import Code
 from hourglass.decoders.base import SequenceDecoder
+from hourglass.nn.argmax import argmax, block_size
 
 
 @dataclass(frozen=True)
@@ -199,7 +199,7 @@ def _assemble(steps: list[tuple[Tensor, Tensor, Tensor | None]], batch: int, sco
 def greedy(decoder: SequenceDecoder, code: Code, *, bos: int, eos: int, max_len: int | Tensor,
            min_len: int = 0, attention: bool = True) -> Hypotheses:
     """The most likely token at every step."""
-    return _decode(decoder, code, lambda logp: logp.argmax(-1), bos=bos, eos=eos, max_len=max_len, min_len=min_len,
+    return _decode(decoder, code, argmax, bos=bos, eos=eos, max_len=max_len, min_len=min_len,
                    attention=attention)
 
 
@@ -362,12 +362,10 @@ def _slot_rows(live: Tensor | None, slots: int) -> Tensor | None:
     return live.new_zeros(slots).index_copy_(0, live, torch.arange(live.shape[0], device=live.device))
 
 
-@functools.lru_cache(maxsize=None)  # asked at every step with the same few arguments
 def _block(vocab: int, k: int, width: int) -> int | None:
-    """The block size for :func:`_block_topk`: the largest divisor of V from 32 to 256, a multiple of 16 first
-    (for the vector units), that leaves k blocks per sentence at least; None when there is none."""
-    sizes = [c for c in range(256, 31, -1) if vocab % c == 0 and width * (vocab // c) >= k]
-    return next((c for c in sizes if c % 16 == 0), sizes[0] if sizes else None)
+    """The block size for :func:`_block_topk`: one that leaves k blocks per sentence at least (``width`` rows of
+    ``vocab`` numbers); None when there is none."""
+    return block_size(vocab, -(-k // width))
 
 
 def _block_topk(scores: Tensor, logp: Tensor, width: int, k: int, block: int, live: Tensor | None = None

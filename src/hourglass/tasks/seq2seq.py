@@ -57,6 +57,7 @@ from hourglass.data.tokenizer import PAD_ID, Tokenizer
 from hourglass.decoders.base import SequenceDecoder
 from hourglass.errors import ConfigError
 from hourglass.model import EncoderDecoder
+from hourglass.nn.argmax import argmax
 from hourglass.options import Count, Positive, Probability, Size
 from hourglass.search import Hypotheses, beam_search, gnmt_penalty, greedy, sample
 from hourglass.tasks.base import Task
@@ -222,7 +223,7 @@ class Seq2SeqTask(Task):
         input after bos by the previous position's prediction with probability 1 - teacher_forcing."""
         with torch.no_grad():
             logits, _ = self.decoder(inputs, state)  # (B, T, V)
-        predicted = torch.cat([inputs[:, :1], logits[:, :-1].argmax(-1)], 1)  # (B, T): bos, then predictions
+        predicted = torch.cat([inputs[:, :1], argmax(logits[:, :-1])], 1)  # (B, T): bos, then predictions
         swap = torch.rand(inputs.shape, device=inputs.device) >= self.teacher_forcing
         swap[:, 0] = False
         return torch.where(swap & (inputs != pad_id), predicted, inputs)
@@ -239,7 +240,7 @@ class Seq2SeqTask(Task):
         loss, nll = smoothed_cross_entropy(flat, gold, pad_id, self.label_smoothing)
         real, nll = gold != pad_id, nll.detach()
         with torch.no_grad():
-            accuracy = (flat.argmax(-1)[real] == gold[real]).float().mean()
+            accuracy = (argmax(flat)[real] == gold[real]).float().mean()
         logs = {"nll": nll, "ppl": nll.exp(), "token_accuracy": accuracy}
         if self.coverage_loss:
             coverage = coverage_penalty(attention, real.view(labels.shape))
