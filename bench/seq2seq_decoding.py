@@ -26,6 +26,7 @@ from typing import Callable
 
 import torch
 
+from hourglass.allocator import keep_freed_memory
 from hourglass.cli.text import load_seq2seq
 from hourglass.data.text import iter_lines
 from hourglass.precision import PRECISIONS, autocast
@@ -70,6 +71,8 @@ def main() -> int:
     p.add_argument("--prune", type=float, help="also time beam search with this task.beam_prune (nats)")
     p.add_argument("--json", type=Path, help="also write the results here")
     args = p.parse_args()
+    # As the `hourglass` command does when it starts; HOURGLASS_KEEP_FREED_MEMORY=0 measures glibc's defaults.
+    kept = keep_freed_memory()
     if args.threads:
         torch.set_num_threads(args.threads)
     run = load_seq2seq(args.run)
@@ -84,7 +87,8 @@ def main() -> int:
                  "threads": torch.get_num_threads(), "precision": args.precision,
                  "machine": platform.processor() or platform.machine(),
                  "cpu_model": cpu_model(),  # ratios differ by CPU (bench/RESULTS-seq2seq.md)
-                 "cpu_capability": torch.backends.cpu.get_cpu_capability()}  # AVX2 or AVX512: timings differ
+                 "cpu_capability": torch.backends.cpu.get_cpu_capability(),  # AVX2 or AVX512: timings differ
+                 "keep_freed_memory": kept}
     def pruned() -> list[str]:
         task.beam_prune = args.prune
         try:

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from lightning.pytorch.callbacks import Callback
 
 import hourglass.training as hg_train
+from hourglass.allocator import keep_freed_memory
 from hourglass import recipebook
 from hourglass.data.tokenizer import PAD_ID
 from hourglass.tasks.schedule import lr_factor, make_optimizer
@@ -112,6 +113,8 @@ def main() -> int:
     p.add_argument("--train-limit", type=int, default=6000, help="training pairs (keeps the window in epoch 0)")
     p.add_argument("--json", type=Path)
     args = p.parse_args()
+    # As the `hourglass` command does when it starts; HOURGLASS_KEEP_FREED_MEMORY=0 measures glibc's defaults.
+    kept = keep_freed_memory()
     ours, plain = [], []
     for r in range(args.rounds):
         order = (("ours", run_ours), ("plain", run_plain)) if r % 2 == 0 else (("plain", run_plain), ("ours", run_ours))
@@ -124,7 +127,7 @@ def main() -> int:
     assert all(o["tokens"] == q["tokens"] for o, q in zip(ours, plain)), "the two sides saw different batches"
     o, q = (statistics.median(r["tokens_per_s"] for r in side) for side in (ours, plain))
     summary = {"recipe": args.recipe, "steps": args.steps, "rounds": args.rounds, "ours_tokens_per_s": o,
-               "plain_tokens_per_s": q, "ratio": o / q, "threads": torch.get_num_threads()}
+               "plain_tokens_per_s": q, "ratio": o / q, "threads": torch.get_num_threads(), "keep_freed_memory": kept}
     print(json.dumps(summary, indent=2))
     if args.json:
         args.json.write_text(json.dumps({"summary": summary, "ours": ours, "plain": plain}, indent=2) + "\n")

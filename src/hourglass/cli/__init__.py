@@ -8,6 +8,7 @@ import os
 import sys
 import warnings
 
+from hourglass.allocator import keep_freed_memory
 from hourglass.errors import HourglassError
 
 COMMAND_MODULES = ("core", "images", "vision", "text", "chat", "captions", "export")
@@ -56,6 +57,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    keep_freed_memory()  # large tensors reuse freed memory instead of faulting in fresh pages (hourglass.allocator)
     _quiet()
     args = parser().parse_args(argv)
     try:
