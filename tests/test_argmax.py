@@ -45,3 +45,20 @@ def test_block_size_prefers_multiples_of_16_and_enough_blocks():
     assert block_size(4000, 30) == 80  # 160 leaves 25 blocks; 125 and 100 are not multiples of 16
     assert block_size(100) == 100  # no multiple of 16 divides it: the largest divisor
     assert block_size(100, 3) is None  # 50 leaves 2 blocks only
+
+
+def test_nan_and_inf_in_different_blocks_and_low_precision():
+    x = torch.randn(3, 4000)
+    x[0, 100], x[0, 3900] = float("inf"), float("nan")  # the NaN wins, in a later block
+    x[1, 3900], x[1, 100] = float("inf"), float("nan")  # the NaN wins, in an earlier block
+    x[2, 50], x[2, 3950] = float("inf"), float("inf")  # two infinities: the first
+    assert argmax(x).tolist() == x.argmax(-1).tolist() == [3900, 100, 50]
+    for dtype in (torch.bfloat16, torch.float16):  # autocast logits; ties are frequent at this precision
+        y = torch.randn(16, 4000, generator=torch.Generator().manual_seed(2)).to(dtype)
+        assert torch.equal(argmax(y), y.argmax(-1))
+
+
+def test_a_slice_of_the_time_axis_as_scheduled_sampling_takes_it():
+    logits = torch.randn(4, 7, 4000, generator=torch.Generator().manual_seed(3))
+    assert torch.equal(argmax(logits[:, :-1]), logits[:, :-1].argmax(-1))
+    assert torch.equal(argmax(logits)[:, :-1], logits[:, :-1].argmax(-1))

@@ -223,7 +223,7 @@ class Seq2SeqTask(Task):
         input after bos by the previous position's prediction with probability 1 - teacher_forcing."""
         with torch.no_grad():
             logits, _ = self.decoder(inputs, state)  # (B, T, V)
-        predicted = torch.cat([inputs[:, :1], argmax(logits[:, :-1])], 1)  # (B, T): bos, then predictions
+        predicted = torch.cat([inputs[:, :1], argmax(logits)[:, :-1]], 1)  # (B, T): bos, then predictions
         swap = torch.rand(inputs.shape, device=inputs.device) >= self.teacher_forcing
         swap[:, 0] = False
         return torch.where(swap & (inputs != pad_id), predicted, inputs)
