@@ -1,5 +1,6 @@
 """hourglass.allocator: large tensors come from glibc's heap and their memory stays in it once freed; the user's own
 settings win."""
+import ctypes
 import json
 import os
 import subprocess
@@ -9,7 +10,7 @@ import textwrap
 import pytest
 
 import hourglass.cli as cli
-from hourglass.allocator import keep_freed_memory
+from hourglass.allocator import _USER_SETTINGS, keep_freed_memory
 
 # In a fresh process: where a 64 MiB tensor comes from, by glibc's own account (mallinfo2: ``hblkhd`` counts the
 # bytes in mmapped blocks, ``arena`` the heap), while it lives and after it is freed.
@@ -33,8 +34,7 @@ _PROBE = textwrap.dedent("""
 
 
 def _probe(**env: str) -> dict:
-    clean = {k: v for k, v in os.environ.items()
-             if k not in ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "GLIBC_TUNABLES")}
+    clean = {k: v for k, v in os.environ.items() if k not in (*_USER_SETTINGS, "LD_PRELOAD")}
     out = subprocess.run([sys.executable, "-c", _PROBE], env={**clean, **env}, capture_output=True, text=True,
                          check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -42,7 +42,6 @@ def _probe(**env: str) -> dict:
 
 def _glibc() -> bool:
     try:
-        import ctypes
         return hasattr(ctypes.CDLL("libc.so.6"), "mallinfo2")
     except OSError:
         return False
