@@ -1,19 +1,22 @@
 """Decoding speed of a trained seq2seq run, measured side by side in one process (not a test).
 
-Three ratios, on the first N sentences of a source file (default: Multi30k test_2016_flickr.de):
+The ratios, on the first N sentences of a source file (default: Multi30k test_2016_flickr.de):
 
 1. batched beam search (``--batch`` sentences at once) vs the same beam search one sentence at a time
    (goal >= 8x);
 2. beam ``--beam`` vs greedy search, both batched (goal <= 2.5x);
 3. a Transformer decoder with its key/value cache vs without (``use_cache=False`` re-runs the prefix);
-4. with ``--prune NATS``: beam ``--beam`` with beam pruning (``task.beam_prune``) vs greedy, batched.
+4. with ``--prune NATS``: beam ``--beam`` with beam pruning (``task.beam_prune``) vs greedy, batched;
+5. with ``--sweep 32,64,...``: beam ``--beam`` and greedy, batched, at each of those batch sizes (sentences), and
+   their ratio at each. Greedy keeps gaining from larger batches after beam search has stopped gaining (K times
+   the rows), so the ratio at one shared batch size depends on that size.
 
 The variants run in rounds, each once per round (``--repeats`` rounds), and each keeps its fastest time: a noisy
 spell of a shared machine then slows every variant alike, and the fastest run is the least disturbed. The outputs
 of the compared variants must be identical; the script says so.
 
     python bench/seq2seq_decoding.py RUN [--source FILE] [--sentences 1000] [--beam 5] [--batch 128] \
-        [--threads N] [--precision 32-true|bf16-mixed] [--prune NATS] [--json FILE]
+        [--threads N] [--precision 32-true|bf16-mixed] [--prune NATS] [--sweep 32,64,128] [--json FILE]
 """
 from __future__ import annotations
 
@@ -69,6 +72,8 @@ def main() -> int:
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: leave as is)")
     p.add_argument("--precision", choices=PRECISIONS, default="32-true", help="as `hourglass translate --precision`")
     p.add_argument("--prune", type=float, help="also time beam search with this task.beam_prune (nats)")
+    p.add_argument("--sweep", type=lambda text: [int(x) for x in text.split(",")],
+                   help="also time beam and greedy, batched, at each of these batch sizes, e.g. 32,64,128,256,640")
     p.add_argument("--json", type=Path, help="also write the results here")
     args = p.parse_args()
     # As the `hourglass` command does when it starts; HOURGLASS_KEEP_FREED_MEMORY=0 measures glibc's defaults.
@@ -106,6 +111,9 @@ def main() -> int:
     variants = {"beam_batched": lambda: translate(args.beam, args.batch),
                 "beam_one_at_a_time": lambda: translate(args.beam, 1),
                 "greedy_batched": lambda: translate(1, args.batch)}
+    for size in args.sweep or []:
+        variants[f"sweep_beam_{size}"] = lambda size=size: translate(args.beam, size)
+        variants[f"sweep_greedy_{size}"] = lambda size=size: translate(1, size)
     if hasattr(task.decoder, "use_cache"):
         variants["beam_uncached"] = uncached
     if args.prune is not None:
@@ -124,7 +132,21 @@ def main() -> int:
     if "beam_uncached" in t:
         res.update(cache_speedup=t["beam_uncached"] / t["beam_batched"],
                    cached_equals_uncached=out["beam_uncached"] == out["beam_batched"])
+    if args.sweep:
+        res["sweep"] = {size: {"beam_s": t[f"sweep_beam_{size}"], "greedy_s": t[f"sweep_greedy_{size}"],
+                               "beam_over_greedy": t[f"sweep_beam_{size}"] / t[f"sweep_greedy_{size}"],
+                               "same_beam_outputs": out[f"sweep_beam_{size}"] == out["beam_batched"],
+                               "same_greedy_outputs": out[f"sweep_greedy_{size}"] == out["greedy_batched"]}
+                        for size in args.sweep}
+        for key in [k for k in res if k.startswith("sweep_")]:
+            del res[key]
     for key, value in res.items():
+        if key == "sweep":
+            for size, row in value.items():
+                print(f"batch {size:<18d} beam {row['beam_s']:.3f} s, greedy {row['greedy_s']:.3f} s, "
+                      f"ratio {row['beam_over_greedy']:.3f}, same outputs {row['same_beam_outputs']}/"
+                      f"{row['same_greedy_outputs']}")
+            continue
         print(f"{key:24s} {value:.3f}" if isinstance(value, float) else f"{key:24s} {value}")
     if args.json:
         args.json.write_text(json.dumps(res, indent=2) + "\n")
