@@ -72,8 +72,9 @@ def main() -> int:
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: leave as is)")
     p.add_argument("--precision", choices=PRECISIONS, default="32-true", help="as `hourglass translate --precision`")
     p.add_argument("--prune", type=float, help="also time beam search with this task.beam_prune (nats)")
-    p.add_argument("--sweep", type=lambda text: [int(x) for x in text.split(",")],
-                   help="also time beam and greedy, batched, at each of these batch sizes, e.g. 32,64,128,256,640")
+    p.add_argument("--sweep", type=lambda text: [int(x) for x in text.split(",")], default=[],
+                   help="also time beam and greedy, batched, at each of these batch sizes, e.g. 32,64,128,256,640 "
+                        "(a size equal to --batch is timed again: the two rows show the machine's noise)")
     p.add_argument("--json", type=Path, help="also write the results here")
     args = p.parse_args()
     # As the `hourglass` command does when it starts; HOURGLASS_KEEP_FREED_MEMORY=0 measures glibc's defaults.
@@ -111,7 +112,7 @@ def main() -> int:
     variants = {"beam_batched": lambda: translate(args.beam, args.batch),
                 "beam_one_at_a_time": lambda: translate(args.beam, 1),
                 "greedy_batched": lambda: translate(1, args.batch)}
-    for size in args.sweep or []:
+    for size in args.sweep:
         variants[f"sweep_beam_{size}"] = lambda size=size: translate(args.beam, size)
         variants[f"sweep_greedy_{size}"] = lambda size=size: translate(1, size)
     if hasattr(task.decoder, "use_cache"):
@@ -122,7 +123,7 @@ def main() -> int:
     with torch.no_grad(), autocast(args.precision, task.device):
         translate(args.beam, args.batch)  # warm-up: first-call allocations and lazy initialisation
         t, out = interleaved(variants, args.repeats)
-    res.update({f"{name}_s": seconds for name, seconds in t.items()})
+    res.update({f"{name}_s": seconds for name, seconds in t.items() if not name.startswith("sweep_")})
     res.update(batched_speedup=t["beam_one_at_a_time"] / t["beam_batched"],
                beam_over_greedy=t["beam_batched"] / t["greedy_batched"],
                batched_equals_single=out["beam_batched"] == out["beam_one_at_a_time"])
@@ -132,22 +133,18 @@ def main() -> int:
     if "beam_uncached" in t:
         res.update(cache_speedup=t["beam_uncached"] / t["beam_batched"],
                    cached_equals_uncached=out["beam_uncached"] == out["beam_batched"])
+    for key, value in res.items():
+        print(f"{key:24s} {value:.3f}" if isinstance(value, float) else f"{key:24s} {value}")
     if args.sweep:
         res["sweep"] = {size: {"beam_s": t[f"sweep_beam_{size}"], "greedy_s": t[f"sweep_greedy_{size}"],
                                "beam_over_greedy": t[f"sweep_beam_{size}"] / t[f"sweep_greedy_{size}"],
                                "same_beam_outputs": out[f"sweep_beam_{size}"] == out["beam_batched"],
                                "same_greedy_outputs": out[f"sweep_greedy_{size}"] == out["greedy_batched"]}
                         for size in args.sweep}
-        for key in [k for k in res if k.startswith("sweep_")]:
-            del res[key]
-    for key, value in res.items():
-        if key == "sweep":
-            for size, row in value.items():
-                print(f"batch {size:<18d} beam {row['beam_s']:.3f} s, greedy {row['greedy_s']:.3f} s, "
-                      f"ratio {row['beam_over_greedy']:.3f}, same outputs {row['same_beam_outputs']}/"
-                      f"{row['same_greedy_outputs']}")
-            continue
-        print(f"{key:24s} {value:.3f}" if isinstance(value, float) else f"{key:24s} {value}")
+    for size, row in res.get("sweep", {}).items():
+        print(f"batch {size:<18d} beam {row['beam_s']:.3f} s, greedy {row['greedy_s']:.3f} s, "
+              f"ratio {row['beam_over_greedy']:.3f}, same outputs {row['same_beam_outputs']}/"
+              f"{row['same_greedy_outputs']}")
     if args.json:
         args.json.write_text(json.dumps(res, indent=2) + "\n")
     return 0
