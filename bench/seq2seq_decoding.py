@@ -141,10 +141,10 @@ def main() -> int:
                                "same_beam_outputs": out[f"sweep_beam_{size}"] == out["beam_batched"],
                                "same_greedy_outputs": out[f"sweep_greedy_{size}"] == out["greedy_batched"]}
                         for size in args.sweep}
-    for size, row in res.get("sweep", {}).items():
-        print(f"batch {size:<18d} beam {row['beam_s']:.3f} s, greedy {row['greedy_s']:.3f} s, "
-              f"ratio {row['beam_over_greedy']:.3f}, same outputs {row['same_beam_outputs']}/"
-              f"{row['same_greedy_outputs']}")
+        for size, row in res["sweep"].items():
+            print(f"batch {size:<18d} beam {row['beam_s']:.3f} s, greedy {row['greedy_s']:.3f} s, "
+                  f"ratio {row['beam_over_greedy']:.3f}, same outputs {row['same_beam_outputs']}/"
+                  f"{row['same_greedy_outputs']}")
     if args.json:
         args.json.write_text(json.dumps(res, indent=2) + "\n")
     return 0

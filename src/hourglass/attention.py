@@ -104,9 +104,10 @@ class AdditiveAttention(Attention):
     (an Intel Xeon with AVX-512 and AMX: 0.47 against 0.58 ms in float32; in bfloat16 tanh took 2.4 ms and sigmoid
     0.7). ``keys`` holds ``2 W_m m_j``. Without a gradient the sigmoid runs in place, and the shift and the product
     with ``2 v`` are one pass, ``addcmul(-v, sigmoid, 2 v)``, where a subtraction and then a product were two: the
-    score of a 640-row beam step on Multi30k (K = 5, S = 20, A = 256) went from 2.0 to 1.5 ms, and a whole GRU beam
-    search took 1.7-2.2% less time (greedy 0.8-3.4%), with the same outputs. (Dropping the shift, a constant that
-    the softmax cancels, would put an offset of sum(v) into the score, which bfloat16 then rounds coarsely.)
+    score of a 640-row beam step on Multi30k (K = 5, S = 20, A = 256) went from 2.0-2.1 to 1.5-1.6 ms, and a whole
+    GRU beam search took 1.7-2.2% less time (greedy 0.8-3.4%), with the same outputs. (Dropping the shift, a
+    constant that the softmax cancels, would put an offset of sum(v) into the score, which bfloat16 then rounds
+    coarsely.)
 
     Without a gradient (search, evaluation) the sum runs over a few sentences at a time (:data:`CHUNK`): each
     piece of the (B, T, S, A) tensor then stays in the CPU's cache through its passes (sum, sigmoid, shift and
