@@ -102,4 +102,6 @@ def stack_step(rnn: nn.GRU | nn.LSTM, gates: Tensor, hidden: Tensor, cell: Tenso
             out, c = lstm_layer(gates, hidden[layer], cell[layer], w_hh, b_hh)
             cells.append(c)
         hiddens.append(out)
+    if len(hiddens) == 1:  # one layer: its output is the state, without a copy
+        return out, out.unsqueeze(0), (cells[0].unsqueeze(0) if cell is not None else None)
     return out, torch.stack(hiddens), (torch.stack(cells) if cell is not None else None)
