@@ -116,11 +116,11 @@ class PointerRNNDecoder(AttentionRNNDecoder):
         coverage = code.memory.new_zeros(code.memory_mask.shape) if self.coverage else None  # (B, S)
         return PointerState(**self._start_fields(code), tokens=code.tokens, coverage=coverage)
 
-    def _point(self, tokens: Tensor, emb: Tensor, state: PointerState
-               ) -> tuple[Tensor, Tensor, Tensor, PointerState]:
-        """tokens (B,) and their embeddings emb (B, E) -> o (B, E), p_gen (B, 1), weights (B, S), the next state."""
+    def _point(self, emb: Tensor, state: PointerState) -> tuple[Tensor, Tensor, Tensor, PointerState]:
+        """emb (B, E) -> o (B, E), p_gen (B, 1), weights (B, S), the next state."""
         x = torch.cat([emb, state.feed], -1) if self.input_feeding else emb  # (B, Din)
-        out, hidden, cell = self._run_step(tokens, x, state.hidden, state.cell)  # (B, H)
+        out, hidden, cell = self._run(x.unsqueeze(1), state.hidden, state.cell)  # (B, 1, H)
+        out = out.squeeze(1)  # (B, H)
         context, weights = self._context(out, state, state.coverage)  # (B, D), (B, S)
         o = self._readout(torch.cat([context, out], -1))  # (B, E)
         gen = torch.sigmoid(self.switch(torch.cat([context, out, emb], -1)))  # (B, 1)
@@ -141,7 +141,7 @@ class PointerRNNDecoder(AttentionRNNDecoder):
         outputs, gates, weights = [], [], []
         ids = self._row_ids(state)  # (B, S)
         for t in range(tokens.shape[1]):
-            o, gen, w, state = self._point(tokens[:, t], emb[:, t], state)
+            o, gen, w, state = self._point(emb[:, t], state)
             outputs.append(o)
             gates.append(gen)
             weights.append(w)
@@ -151,7 +151,7 @@ class PointerRNNDecoder(AttentionRNNDecoder):
     def step(self, tokens: Tensor, state: PointerState) -> tuple[Tensor, PointerState, Tensor]:
         """tokens (B,) -> log-probabilities (B, V), new state, attention (B, S)."""
         ids = self._row_ids(state)  # (B, S), before the state moves on (same grid)
-        o, gen, weights, state = self._point(tokens, self.dropout(self.embedding(tokens)), state)
+        o, gen, weights, state = self._point(self.dropout(self.embedding(tokens)), state)
         return self._mix(o, gen, weights, ids), state, weights
 
     def reorder_state(self, state: PointerState, index: Tensor) -> PointerState:

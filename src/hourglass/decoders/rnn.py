@@ -26,7 +26,6 @@ from hourglass._registry import register_decoder
 from hourglass.attention import Attention, AttentionKind, make_attention
 from hourglass.code import Code, CodeSpec
 from hourglass.decoders.base import SequenceDecoder, from_grid, regroup, to_grid
-from hourglass.nn import cells
 from hourglass.options import Probability, Size
 
 _CELLS = {"gru": nn.GRU, "lstm": nn.LSTM}
@@ -77,7 +76,6 @@ class _RecurrentDecoder(SequenceDecoder):
         if tie_embeddings:
             self.output.weight = self.embedding.weight  # (V, E), shared (Press & Wolf 2017)
         self.dropout = nn.Dropout(dropout)
-        self._gates = cells.TokenTable()  # see _token_gates
 
     def _start(self, summary: Tensor) -> tuple[Tensor, Tensor | None]:
         """summary (B, Dc) -> h_0 (L, B, H) and, for an LSTM, c_0 (L, B, H): the learned bridge tanh(W s)."""
@@ -93,33 +91,6 @@ class _RecurrentDecoder(SequenceDecoder):
             return out, hidden, None
         out, (hidden, cell) = self.rnn(x, (hidden, cell))
         return out, hidden, cell
-
-    def _run_step(self, tokens: Tensor, x: Tensor, hidden: Tensor, cell: Tensor | None
-                  ) -> tuple[Tensor, Tensor, Tensor | None]:
-        """One step: tokens (B,) and the RNN input x (B, Din), whose first E columns are their embeddings -> the
-        top layer's output (B, H) and the new hidden (and cell) (L, B, H). In inference on the CPU the first
-        layer's share of the embeddings comes from a table (:mod:`hourglass.nn.cells`)."""
-        table = self._token_gates()
-        if table is None:
-            out, hidden, cell = self._run(x.unsqueeze(1), hidden, cell)
-            return out.squeeze(1), hidden, cell
-        gates = table.index_select(0, tokens)  # (B, G): W_e e + b_ih
-        e = self.embedding.embedding_dim
-        if x.shape[1] > e:  # the rest of the input (input feeding, the code vector): (B, Din - E) through W_ih
-            gates = gates.addmm_(x[:, e:], self.rnn.weight_ih_l0[:, e:].t())
-        return cells.stack_step(self.rnn, gates, hidden, cell)
-
-    def _token_gates(self) -> Tensor | None:
-        """The (V, G) table of the first layer's gates per token, or None where it is not used: in training (the
-        embeddings get dropout), with a gradient, under autocast, off the CPU, or above ``cells.TABLE_LIMIT``.
-
-        It is a function of three weights, kept until one of them changes (:class:`~hourglass.nn.cells.TokenTable`).
-        What a call computes from its inputs is never kept on the module: the search's state is the state."""
-        embedding, w_ih = self.embedding.weight, self.rnn.weight_ih_l0
-        if (self.training or torch.is_grad_enabled() or embedding.device.type != "cpu"
-                or torch.is_autocast_enabled("cpu") or embedding.shape[0] * w_ih.shape[0] > cells.TABLE_LIMIT):
-            return None
-        return self._gates.get(embedding, w_ih, getattr(self.rnn, "bias_ih_l0", None))
 
     def _readout(self, features: Tensor) -> Tensor:
         """(..., F) -> o (..., E) = tanh(W [features])."""
@@ -161,11 +132,8 @@ class RNNDecoder(_RecurrentDecoder):
 
     def step(self, tokens: Tensor, state: RNNState) -> tuple[Tensor, RNNState, None]:
         """tokens (B,) -> logits (B, V), new state, no attention."""
-        emb = self.dropout(self.embedding(tokens))  # (B, E)
-        x = torch.cat([emb, state.context], -1)  # (B, E + D)
-        out, hidden, cell = self._run_step(tokens, x, state.hidden, state.cell)  # (B, H)
-        logits = self._project(self._readout(torch.cat([out, state.context, emb], -1)))  # (B, V)
-        return logits, state._replace(hidden=hidden, cell=cell), None
+        logits, state = self._advance(tokens.unsqueeze(1), state)
+        return logits.squeeze(1), state, None
 
     def reorder_state(self, state: RNNState, index: Tensor) -> RNNState:
         return RNNState(hidden=state.hidden.index_select(1, index), cell=_select(state.cell, index, 1),
@@ -238,12 +206,11 @@ class AttentionRNNDecoder(_RecurrentDecoder):
         d = state.memory.shape[-1]
         return torch.tanh(mixed + F.linear(out, self.readout.weight[:, d:], self.readout.bias)), weights
 
-    def _step(self, tokens: Tensor, emb: Tensor, state: AttentionRNNState
-              ) -> tuple[Tensor, Tensor, AttentionRNNState]:
-        """tokens (B,) and their embeddings emb (B, E) -> o (B, E), weights (B, S), new state."""
+    def _step(self, emb: Tensor, state: AttentionRNNState) -> tuple[Tensor, Tensor, AttentionRNNState]:
+        """emb (B, E) -> o (B, E), weights (B, S), new state."""
         x = torch.cat([emb, state.feed], -1) if self.input_feeding else emb  # (B, Din)
-        out, hidden, cell = self._run_step(tokens, x, state.hidden, state.cell)  # (B, H)
-        o, weights = self._attend(out, state)
+        out, hidden, cell = self._run(x.unsqueeze(1), state.hidden, state.cell)  # (B, 1, H)
+        o, weights = self._attend(out.squeeze(1), state)
         return o, weights, state._replace(hidden=hidden, cell=cell, feed=o)
 
     def forward(self, tokens: Tensor, state: AttentionRNNState) -> tuple[Tensor, Tensor]:
@@ -256,14 +223,14 @@ class AttentionRNNDecoder(_RecurrentDecoder):
             return self._project(o), weights
         outputs, weights = [], []
         for t in range(tokens.shape[1]):
-            o, w, state = self._step(tokens[:, t], emb[:, t], state)
+            o, w, state = self._step(emb[:, t], state)
             outputs.append(o)
             weights.append(w)
         return self._project(torch.stack(outputs, 1)), torch.stack(weights, 1)  # (B, T, V), (B, T, S)
 
     def step(self, tokens: Tensor, state: AttentionRNNState) -> tuple[Tensor, AttentionRNNState, Tensor]:
         """tokens (B,) -> logits (B, V), new state, attention (B, S)."""
-        o, weights, state = self._step(tokens, self.dropout(self.embedding(tokens)), state)
+        o, weights, state = self._step(self.dropout(self.embedding(tokens)), state)
         return self._project(o), state, weights
 
     def reorder_state(self, state: AttentionRNNState, index: Tensor) -> AttentionRNNState:
