@@ -141,20 +141,23 @@ def test_additive_weights_equal_the_tanh_formula_with_and_without_grad(coverage:
     assert torch.allclose(weights, expected, atol=1e-6) and torch.allclose(weights.detach(), in_place, atol=1e-7)
 
 
-@pytest.mark.parametrize("coverage", [False, True])
+@pytest.mark.parametrize("form", ["sigmoid", "coverage", "factored"])
 @pytest.mark.parametrize("seed", range(4))
-def test_additive_scores_of_a_sentence_do_not_depend_on_its_batch(monkeypatch, coverage: bool, seed: int) -> None:
+def test_additive_scores_of_a_sentence_do_not_depend_on_its_batch(monkeypatch, form: str, seed: int) -> None:
     """Without a gradient the score runs in pieces of a few sentences, with a row-by-row dot product: given its
     query and key projections (A a multiple of the vector width), a sentence's scores are the same bits alone,
     in a batch, and whatever the pieces. A matrix product for the dot rounded a row differently with the
-    number of rows around it."""
+    number of rows around it. The same holds for the factored form, whose exponentials are taken whole."""
     import hourglass.attention as attention_module
 
     torch.manual_seed(seed)
     a, s, t = 32, 9, 5
+    coverage = form == "coverage"
     attention = AdditiveAttention(query_dim=6, memory_dim=5, hidden=a, coverage=coverage)
     q, keys = torch.randn(7, t, a), torch.randn(7, s, a)  # the projections 2 W_q s_i and 2 W_m m_j
     cov = torch.rand(7, 1, s, 1) if coverage else None
+    if form == "factored":  # as keys() hands them over: [2 W_m m_j ; exp(-2 W_m m_j)]
+        keys = torch.cat([keys, torch.exp(-keys)], -1)  # (7, S, 2A)
     with torch.no_grad():
         whole = attention._score_in_pieces(q, keys, cov)  # (7, T, S)
         alone = [attention._score_in_pieces(q[i:i + 1], keys[i:i + 1], None if cov is None else cov[i:i + 1])
@@ -162,7 +165,7 @@ def test_additive_scores_of_a_sentence_do_not_depend_on_its_batch(monkeypatch, c
         monkeypatch.setattr(attention_module, "CHUNK", 2 * t * s * a)  # pieces of two sentences
         pieces = attention._score_in_pieces(q, keys, cov)
     assert torch.equal(whole, torch.cat(alone)) and torch.equal(whole, pieces)
-    half_tanh = torch.sigmoid(q.unsqueeze(2) + keys.unsqueeze(1)
+    half_tanh = torch.sigmoid(q.unsqueeze(2) + keys[..., :a].unsqueeze(1)
                               + (0 if cov is None else 2 * attention.coverage_proj(cov))) - 0.5
     assert torch.allclose(whole, attention.v(2 * half_tanh).squeeze(-1), atol=1e-5)  # Bahdanau's score
 
@@ -178,3 +181,61 @@ def test_additive_weights_under_bfloat16_autocast_stay_close_to_float32() -> Non
         with torch.autocast("cpu", dtype=torch.bfloat16):
             _, low = attention(query, memory, mask)
     assert low.dtype == torch.bfloat16 and (low.float() - reference).abs().max() < 0.03
+
+
+def test_additive_keys_carry_their_exponentials_only_where_the_factored_score_is_safe_and_used() -> None:
+    """Without a gradient, float32 keys are [2 W_m m_j ; exp(-2 W_m m_j)], so that a search step takes no
+    exponential per (query, source position) pair; with a gradient, under bfloat16, with coverage, or with a
+    projection beyond EXP_BOUND (an exponential could overflow) they are 2 W_m m_j alone."""
+    import hourglass.attention as attention_module
+
+    torch.manual_seed(0)
+    attention = AdditiveAttention(query_dim=6, memory_dim=5, hidden=16)
+    memory = torch.randn(3, 4, 5)
+    with torch.no_grad():
+        keys = attention.keys(memory)
+        assert keys.shape == (3, 4, 32) and torch.equal(keys[..., 16:], torch.exp(-keys[..., :16]))
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            assert attention.keys(memory).shape == (3, 4, 16)
+        assert AdditiveAttention(query_dim=6, memory_dim=5, hidden=16, coverage=True).keys(memory).shape[-1] == 16
+        assert attention.keys(memory * 1e3).shape[-1] == 16  # |2 W_m m| > EXP_BOUND somewhere
+    assert attention.keys(memory).shape[-1] == 16  # autograd records it
+    assert attention_module.EXP_BOUND < 88  # exp(80) and exp(-80) are finite, normal float32 numbers
+
+
+def test_factored_additive_weights_equal_the_tanh_formula() -> None:
+    """1 / (1 + exp(-q) exp(-k)) is sigmoid(q + k): without a gradient the weights match Bahdanau's formula."""
+    torch.manual_seed(1)
+    attention = AdditiveAttention(query_dim=6, memory_dim=5, hidden=16)
+    query, memory = torch.randn(4, 3, 6), torch.randn(4, 7, 5)
+    mask = torch.arange(7) < torch.tensor([7, 5, 2, 1]).unsqueeze(1)  # (4, 7)
+    with torch.no_grad():
+        assert attention.keys(memory).shape[-1] == 32  # the factored form is the one tested
+        hidden = attention.query_proj(query).unsqueeze(2) + attention.memory_proj(memory).unsqueeze(1)
+        expected = masked_softmax(attention.v(torch.tanh(hidden)).squeeze(-1), mask.unsqueeze(1))  # (4, 3, 7)
+        _, weights = attention(query, memory, mask)
+    assert torch.allclose(weights, expected, atol=1e-6)
+
+
+def test_a_query_beyond_the_bound_takes_the_sigmoid_form() -> None:
+    """exp(89) overflows float32: a factored score would give sigmoid(-89 + 80) = 1.2e-4 as exactly 0. A query
+    beyond EXP_BOUND therefore takes the sigmoid form, which scores it right."""
+    attention = AdditiveAttention(query_dim=2, memory_dim=2, hidden=16)
+    with torch.no_grad():
+        attention.v.weight.fill_(1.0)
+        q = torch.full((1, 1, 16), -89.0)  # 2 W_q s
+        k = torch.full((1, 3, 16), 80.0)  # 2 W_m m, within the bound
+        scores = attention._score_in_pieces(q, torch.cat([k, torch.exp(-k)], -1), None)  # (1, 1, 3)
+    expected = (2 * torch.sigmoid(torch.tensor(-9.0)) - 1) * 16  # v^T tanh((q + k) / 2), v = 1
+    assert torch.allclose(scores, expected.expand(1, 1, 3), rtol=1e-6)
+
+
+def test_torch_exp_rounds_alike_in_its_vector_and_scalar_code() -> None:
+    """The factored additive score takes exp over whole tensors and relies on this: a number's exponential is
+    the same bits wherever it sits (a strided input goes through the scalar loop, a contiguous one through the
+    vector loop). torch's sigmoid does not have this property (on one AVX2 CPU, about 4% of numbers differed in
+    the last bit between its two loops)."""
+    torch.manual_seed(0)
+    x = (torch.rand(1 << 21) * 2 - 1) * 80  # the range EXP_BOUND allows
+    strided = torch.stack([x, x], 1).reshape(-1)[::2]  # the same numbers, stride 2
+    assert torch.equal(torch.exp(strided), torch.exp(x))

@@ -85,7 +85,7 @@ class PointerState(NamedTuple):
     cell: Tensor | None  # (L, B, H) for an LSTM, None for a GRU
     memory: Tensor  # (N, S, D), one per source
     mask: Tensor  # (N, S), True at real source tokens
-    keys: Tensor  # (N, S, A): the attention's memory projection, computed once per source
+    keys: Tensor  # (N, S, A) or (N, S, 2A): the attention's memory part (attention.py, keys), once per source
     feed: Tensor  # (B, E): o_{t-1} (input feeding)
     tokens: Tensor  # (N, S) long: the source ids, in the target vocabulary
     coverage: Tensor | None  # (B, S): the sum of each row's earlier attention; None without coverage

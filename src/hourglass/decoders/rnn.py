@@ -46,7 +46,7 @@ class AttentionRNNState(NamedTuple):
     cell: Tensor | None  # (L, B, H) for an LSTM, None for a GRU
     memory: Tensor  # (N, S, D), one per source (N sources; row i reads source slot // groups)
     mask: Tensor  # (N, S), True at real source tokens
-    keys: Tensor  # (N, S, A): the attention's memory projection, computed once per source
+    keys: Tensor  # (N, S, A) or (N, S, 2A): the attention's memory part (attention.py, keys), once per source
     values: Tensor  # (N, S, E): W_c m_j, the readout's context columns applied to the memory, once per source
     feed: Tensor  # (B, E): the previous attentional vector o_{t-1} (input feeding); zeros at the start
     groups: int = 1  # rows per source (beam search: K); see decoders.base.regroup
