@@ -183,10 +183,10 @@ def test_additive_weights_under_bfloat16_autocast_stay_close_to_float32() -> Non
     assert low.dtype == torch.bfloat16 and (low.float() - reference).abs().max() < 0.03
 
 
-def test_additive_keys_carry_their_exponentials_only_where_the_factored_score_is_safe_and_used() -> None:
+def test_additive_keys_carry_their_exponentials_only_where_the_factored_score_is_used() -> None:
     """Without a gradient, float32 keys are [2 W_m m_j ; exp(-2 W_m m_j)], so that a search step takes no
-    exponential per (query, source position) pair; with a gradient, under bfloat16, with coverage, or with a
-    projection beyond EXP_BOUND (an exponential could overflow) they are 2 W_m m_j alone."""
+    exponential per (query, source position) pair; with a gradient, under bfloat16, or with coverage they are
+    2 W_m m_j alone. Beyond EXP_BOUND the exponential is NaN, the mark that sends a sentence to the sigmoid form."""
     import hourglass.attention as attention_module
 
     torch.manual_seed(0)
@@ -198,7 +198,9 @@ def test_additive_keys_carry_their_exponentials_only_where_the_factored_score_is
         with torch.autocast("cpu", dtype=torch.bfloat16):
             assert attention.keys(memory).shape == (3, 4, 16)
         assert AdditiveAttention(query_dim=6, memory_dim=5, hidden=16, coverage=True).keys(memory).shape[-1] == 16
-        assert attention.keys(memory * 1e3).shape[-1] == 16  # |2 W_m m| > EXP_BOUND somewhere
+        large = attention.keys(memory * 1e3)
+        beyond = large[..., :16].abs() > attention_module.EXP_BOUND
+        assert beyond.any() and large[..., 16:][beyond].isnan().all() and not large[..., 16:][~beyond].isnan().any()
     assert attention.keys(memory).shape[-1] == 16  # autograd records it
     assert attention_module.EXP_BOUND < 88  # exp(80) and exp(-80) are finite, normal float32 numbers
 
@@ -217,17 +219,29 @@ def test_factored_additive_weights_equal_the_tanh_formula() -> None:
     assert torch.allclose(weights, expected, atol=1e-6)
 
 
-def test_a_query_beyond_the_bound_takes_the_sigmoid_form() -> None:
-    """exp(89) overflows float32: a factored score would give sigmoid(-89 + 80) = 1.2e-4 as exactly 0. A query
-    beyond EXP_BOUND therefore takes the sigmoid form, which scores it right."""
+def test_a_sentence_beyond_the_bound_takes_the_sigmoid_form_and_leaves_the_others_alone() -> None:
+    """exp(89) overflows float32: a factored score would give sigmoid(-89 + 80) = 1.2e-4 as exactly 0. So a
+    sentence with a query or a key beyond EXP_BOUND is scored in the sigmoid form, right, and the other
+    sentences of its batch keep the factored form: their scores are the same bits as alone."""
+    from hourglass.attention import _bounded_exp_neg
+
+    torch.manual_seed(0)
     attention = AdditiveAttention(query_dim=2, memory_dim=2, hidden=16)
+    k = torch.randn(3, 3, 16)
+    k[0] = 80.0  # 2 W_m m, within the bound
+    k[2, 1] = -85.0  # beyond it: exp(85) is finite, but the mark sends sentence 2 to the sigmoid form
+    q = torch.randn(3, 4, 16)  # T = 4 queries per sentence: the factored form applies
+    q[0, 1] = -89.0  # 2 W_q s, beyond the bound
+    keys = torch.cat([k, _bounded_exp_neg(k)], -1)  # as keys() hands them over
     with torch.no_grad():
         attention.v.weight.fill_(1.0)
-        q = torch.full((1, 1, 16), -89.0)  # 2 W_q s
-        k = torch.full((1, 3, 16), 80.0)  # 2 W_m m, within the bound
-        scores = attention._score_in_pieces(q, torch.cat([k, torch.exp(-k)], -1), None)  # (1, 1, 3)
+        scores = attention._score_in_pieces(q, keys, None)  # (3, 4, 3)
+        alone = attention._score_in_pieces(q[1:2], keys[1:2], None)
+        sigmoid_form = attention._pieces(q, k, None, factored=False)
     expected = (2 * torch.sigmoid(torch.tensor(-9.0)) - 1) * 16  # v^T tanh((q + k) / 2), v = 1
-    assert torch.allclose(scores, expected.expand(1, 1, 3), rtol=1e-6)
+    assert torch.allclose(scores[0, 1], expected.expand(3), rtol=1e-6)
+    assert torch.equal(scores[0], sigmoid_form[0]) and torch.equal(scores[2], sigmoid_form[2])
+    assert torch.equal(scores[1:2], alone) and not scores.isnan().any()
 
 
 def test_torch_exp_rounds_alike_in_its_vector_and_scalar_code() -> None:

@@ -120,17 +120,17 @@ class AdditiveAttention(Attention):
     decoder's hidden size, is 256). The projections themselves are matrix products and keep that dependence,
     as every layer of every decoder does. With a gradient, the whole tensor is kept for the backward pass.
 
-    Without a gradient or coverage, in float32 or float64, the score is also factored: sigmoid(q + k) =
+    Without a gradient or coverage, in float32 or float64, the score is factored: sigmoid(q + k) =
     1 / (1 + exp(-q) exp(-k)), with q = 2 W_q s_i and k = 2 W_m m_j. :meth:`keys` then hands over
-    [k ; exp(-k)] (B, S, 2A), once per source, and a step takes exp(-q) once per query: (T + S) x A
+    [k ; exp(-k)] (B, S, 2A), once per source, and a call takes exp(-q) once per query: (T + S) x A
     exponentials per sentence instead of T x S x A, and the (B, T, S, A) passes are a product, a reciprocal
     and the product with v, none of them an exponential. A beam step's score on Multi30k (128 sentences, K = 5,
-    S = 16, A = 256; the query projection included) went from 2.5-2.7 ms to 1.8 ms on an AVX2 CPU (two
-    threads), a teacher-forced validation batch's attention (80 x 20 queries, S = 18) from 10 to 8 ms, and a
-    whole beam-5 search of the trained GRU from 2.28 s to 2.21 s with the same 1,000 outputs
-    (bench/RESULTS-seq2seq.md). The form is used only where every q and k lies within [-:data:`EXP_BOUND`,
-    :data:`EXP_BOUND`] (checked per call), so that no exponential overflows; else the sigmoid form runs.
-    bfloat16 keeps the sigmoid form: its exponentials would carry three significant digits each.
+    S = 16, A = 256; the query projection included) went from 2.6-2.8 ms to 2.0 ms on an AVX2 CPU (two
+    threads), a teacher-forced validation batch's attention (80 x 20 queries, S = 18) from 9.3-9.5 to 7.7 ms,
+    and a whole beam-5 search of the trained GRU by 3-4%, with the same 1,000 outputs; greedy search, one query
+    per source, stayed within the machine's noise (bench/RESULTS-seq2seq.md). A sentence with a number beyond
+    :data:`EXP_BOUND` in its q or k (where an exponential could overflow) gets the sigmoid form, decided
+    sentence by sentence, so that its scores stay the same bits alone and in a batch.
     """
 
     def __init__(self, *, query_dim: int, memory_dim: int, hidden: int | None = None, coverage: bool = False):
@@ -143,12 +143,11 @@ class AdditiveAttention(Attention):
 
     def keys(self, memory: Tensor) -> Tensor:
         """memory (B, S, D) -> 2 W_m m_j (B, S, A), doubled for the sigmoid form; without a gradient or coverage,
-        in float32 or float64 and within :data:`EXP_BOUND`, [2 W_m m_j ; exp(-2 W_m m_j)] (B, S, 2A) (class
-        docstring)."""
+        in float32 or float64, [2 W_m m_j ; exp(-2 W_m m_j)] (B, S, 2A) for the factored form (class docstring)."""
         keys = 2 * self.memory_proj(memory)  # (B, S, A)
-        if self.coverage_proj is not None or self._tracked(memory) or not _factorable(keys):
+        if self.coverage_proj is not None or self._tracked(memory) or keys.dtype not in _FACTORED_DTYPES:
             return keys  # the coverage term differs per query and per position: no factored form
-        return torch.cat([keys, torch.neg(keys).exp_()], -1)  # (B, S, 2A)
+        return torch.cat([keys, _bounded_exp_neg(keys)], -1)  # (B, S, 2A)
 
     def _tracked(self, *tensors: Tensor | None) -> bool:
         """Whether autograd records this call: the backward pass then needs the whole (B, T, S, A) tensor."""
@@ -168,13 +167,29 @@ class AdditiveAttention(Attention):
 
     def _score_in_pieces(self, q: Tensor, keys: Tensor, cov: Tensor | None) -> Tensor:
         """q (B, T, A), keys (B, S, A) or (B, S, 2A) (:meth:`keys`), cov (B, 1|T, S, 1) or None -> scores (B, T, S),
-        without a gradient, a few sentences at a time (class docstring)."""
+        without a gradient, a few sentences at a time, factored where keys() gave the exponentials (class
+        docstring)."""
+        a = q.shape[-1]
+        if cov is not None or keys.shape[-1] != 2 * a or q.dtype != keys.dtype:
+            return self._pieces(q, keys[..., :a], cov, factored=False)
+        out = self._pieces(q, keys, None, factored=True)  # (B, T, S)
+        low, high = torch.aminmax(q)
+        if bool((low >= -EXP_BOUND) & (high <= EXP_BOUND) & ~out.sum().isnan()):  # one sync: the usual case
+            return out
+        # Some sentence has a number beyond EXP_BOUND in its q, or in its k (NaN marks, _bounded_exp_neg).
+        redo = (q.flatten(1).abs().amax(1) > EXP_BOUND) | out.flatten(1).isnan().any(1)  # (B,)
+        rows = redo.nonzero().squeeze(1)
+        out[rows] = self._pieces(q[rows], keys[rows, :, :a], None, factored=False)
+        return out
+
+    def _pieces(self, q: Tensor, keys: Tensor, cov: Tensor | None, *, factored: bool) -> Tensor:
+        """The score in pieces of a few sentences: sigmoid form, keys (B, S, A), or factored form, keys (B, S, 2A)
+        = [k ; exp(-k)], right only where every number lies within EXP_BOUND (the caller checks)."""
         b, t, a = q.shape
         s = keys.shape[1]
         dtype = torch.result_type(q, keys)  # bfloat16 under autocast
         v = 2 * self.v.weight.squeeze(0).to(dtype)  # (A,)
         shift = -0.5 * v  # (A,): (sigmoid - 1/2) v = sigmoid v - v/2, in one pass (class docstring)
-        factored = cov is None and keys.shape[-1] == 2 * a and q.dtype == keys.dtype and _factorable(q)
         one = q.new_ones((), dtype=dtype)
         e = torch.neg(q).exp_() if factored else None  # (B, T, A): exp(-2 W_q s_i)
         out = q.new_empty(b, t, s, dtype=dtype)
@@ -184,7 +199,7 @@ class AdditiveAttention(Attention):
             if factored:  # 1 / (1 + exp(-2 W_q s_i) exp(-2 W_m m_j)): no exponential per (i, j) pair
                 hidden = torch.addcmul(one, e[i:j].unsqueeze(2), keys[i:j, None, :, a:]).reciprocal_()
             else:
-                hidden = (q[i:j].unsqueeze(2) + keys[i:j, None, :, :a])  # (n, T, S, A), a new tensor
+                hidden = q[i:j].unsqueeze(2) + keys[i:j].unsqueeze(1)  # (n, T, S, A), a new tensor
                 if cov is not None:
                     hidden += 2 * self.coverage_proj(cov[i:j])  # (n, 1|T, S, A)
                 hidden.sigmoid_()
@@ -192,17 +207,22 @@ class AdditiveAttention(Attention):
         return out
 
 
-#: The factored score (:class:`AdditiveAttention`) runs only where every doubled projection lies within
-#: [-EXP_BOUND, EXP_BOUND]: each exponential then stays a finite, normal float32 number, so no product is 0 x inf.
+#: The factored score (:class:`AdditiveAttention`) takes a number only within [-EXP_BOUND, EXP_BOUND]: its
+#: exponential is then a finite, normal float32 number, and no product of two of them is 0 x inf.
 EXP_BOUND = 80.0
 
+_FACTORED_DTYPES = (torch.float32, torch.float64)  # bfloat16 would keep three significant digits of each exp
 
-def _factorable(x: Tensor) -> bool:
-    """Whether the factored score may use x (float32 or float64, every number within :data:`EXP_BOUND`)."""
-    if x.dtype not in (torch.float32, torch.float64) or x.numel() == 0:
-        return False
+
+def _bounded_exp_neg(x: Tensor) -> Tensor:
+    """exp(-x), with NaN where |x| > :data:`EXP_BOUND`: keys carry this mark (computed once per source) into
+    the factored scores of their sentence, which then take the sigmoid form. A mark never reaches another
+    sentence's scores, so a sentence takes the same form alone and in a batch."""
+    out = torch.neg(x).exp_()
     low, high = torch.aminmax(x)
-    return bool(low >= -EXP_BOUND) and bool(high <= EXP_BOUND)
+    if bool((low >= -EXP_BOUND) & (high <= EXP_BOUND)):  # the usual case: nothing to mark
+        return out
+    return out.masked_fill_(~(x.abs() <= EXP_BOUND), float("nan"))  # NaN in x: marked too
 
 
 class DotAttention(Attention):
