@@ -247,8 +247,8 @@ def test_a_sentence_beyond_the_bound_takes_the_sigmoid_form_and_leaves_the_other
 def test_torch_exp_rounds_alike_in_its_vector_and_scalar_code() -> None:
     """The factored additive score takes exp over whole tensors and relies on this: a number's exponential is
     the same bits wherever it sits (a strided input goes through the scalar loop, a contiguous one through the
-    vector loop). torch's sigmoid does not have this property (on one AVX2 CPU, about 4% of numbers differed in
-    the last bit between its two loops)."""
+    vector loop). torch's sigmoid does not have this property (on one AVX2 CPU, about 4% of numbers differed
+    between its two loops)."""
     torch.manual_seed(0)
     x = (torch.rand(1 << 21) * 2 - 1) * 80  # the range EXP_BOUND allows
     strided = torch.stack([x, x], 1).reshape(-1)[::2]  # the same numbers, stride 2
