@@ -253,3 +253,14 @@ def test_torch_exp_rounds_alike_in_its_vector_and_scalar_code() -> None:
     x = (torch.rand(1 << 21) * 2 - 1) * 80  # the range EXP_BOUND allows
     strided = torch.stack([x, x], 1).reshape(-1)[::2]  # the same numbers, stride 2
     assert torch.equal(torch.exp(strided), torch.exp(x))
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 0), (0, 3, 4), (2, 0, 4)])  # (B, T, S): no position, sentence, query
+def test_additive_attention_takes_empty_inputs_with_and_without_a_gradient(shape: tuple[int, int, int]) -> None:
+    b, t, s = shape
+    attention = AdditiveAttention(query_dim=6, memory_dim=5, hidden=16)
+    query, memory, mask = torch.randn(b, t, 6), torch.randn(b, s, 5), torch.ones(b, s, dtype=torch.bool)
+    for grad in (True, False):
+        with torch.set_grad_enabled(grad):
+            context, weights = attention(query, memory, mask)
+        assert context.shape == (b, t, 5) and weights.shape == (b, t, s)

@@ -51,11 +51,12 @@ class Attention(nn.Module):
     """Shared plumbing: (B, H) or (B, T, H) queries, masking, and the weighted sum of the memory."""
 
     def keys(self, memory: Tensor) -> Tensor:
-        """memory (B, S, D) -> keys (B, S, A): the query-independent part of the score."""
+        """memory (B, S, D) -> keys (B, S, A'): the query-independent part of the score, in a form that only
+        :meth:`score` reads (A' = A, or 2A for the additive score's factored form)."""
         raise NotImplementedError
 
     def score(self, query: Tensor, keys: Tensor, coverage: Tensor | None) -> Tensor:
-        """query (B, T, H), keys (B, S, A) -> scores (B, T, S)."""
+        """query (B, T, H), keys (B, S, A') from :meth:`keys` -> scores (B, T, S)."""
         raise NotImplementedError
 
     def forward(
@@ -72,7 +73,7 @@ class Attention(nn.Module):
         coverage (B, S), the same for every query, or (B, T, S), one per query (additive attention only)."""
         single = query.dim() == 2
         q = query.unsqueeze(1) if single else query  # (B, T, H)
-        k = self.keys(memory) if keys is None else keys  # (B, S, A)
+        k = self.keys(memory) if keys is None else keys  # (B, S, A')
         weights = self.weights(q, k, mask, coverage=coverage)  # (B, T, S)
         context = torch.bmm(weights, memory)  # (B, T, D)
         if single:
@@ -80,7 +81,7 @@ class Attention(nn.Module):
         return context, weights
 
     def weights(self, query: Tensor, keys: Tensor, mask: Tensor, *, coverage: Tensor | None = None) -> Tensor:
-        """query (B, T, H), keys (B, S, A) (from :meth:`keys`), mask (B, S) -> weights (B, T, S), without the
+        """query (B, T, H), keys (B, S, A') (from :meth:`keys`), mask (B, S) -> weights (B, T, S), without the
         context: for a caller that mixes something else than the memory with them (decoders/rnn.py)."""
         cov = coverage.unsqueeze(1) if coverage is not None and coverage.dim() == 2 else coverage  # (B, 1|T, S)
         return masked_softmax(self.score(query, keys, cov), mask.unsqueeze(1))
@@ -130,7 +131,10 @@ class AdditiveAttention(Attention):
     and a whole beam-5 search of the trained GRU by 3-4%, with the same 1,000 outputs; greedy search, one query
     per source, stayed within the machine's noise (bench/RESULTS-seq2seq.md). A sentence with a number beyond
     :data:`EXP_BOUND` in its q or k (where an exponential could overflow) gets the sigmoid form, decided
-    sentence by sentence, so that its scores stay the same bits alone and in a batch.
+    sentence by sentence, so that its scores stay the same bits alone and in a batch. One exception: a padded
+    position counts (a key of source padding, or a query of target padding in teacher forcing), so a sentence
+    whose padding alone lies beyond the bound takes the sigmoid form in that batch, where its scores differ from
+    the factored ones by rounding (about 1e-7).
     """
 
     def __init__(self, *, query_dim: int, memory_dim: int, hidden: int | None = None, coverage: bool = False):
@@ -145,7 +149,8 @@ class AdditiveAttention(Attention):
         """memory (B, S, D) -> 2 W_m m_j (B, S, A), doubled for the sigmoid form; without a gradient or coverage,
         in float32 or float64, [2 W_m m_j ; exp(-2 W_m m_j)] (B, S, 2A) for the factored form (class docstring)."""
         keys = 2 * self.memory_proj(memory)  # (B, S, A)
-        if self.coverage_proj is not None or self._tracked(memory) or keys.dtype not in _FACTORED_DTYPES:
+        if (self.coverage_proj is not None or self._tracked(memory) or keys.dtype not in _FACTORED_DTYPES
+                or not keys.numel()):
             return keys  # the coverage term differs per query and per position: no factored form
         return torch.cat([keys, _bounded_exp_neg(keys)], -1)  # (B, S, 2A)
 
@@ -170,7 +175,7 @@ class AdditiveAttention(Attention):
         without a gradient, a few sentences at a time, factored where keys() gave the exponentials (class
         docstring)."""
         a = q.shape[-1]
-        if cov is not None or keys.shape[-1] != 2 * a or q.dtype != keys.dtype:
+        if cov is not None or keys.shape[-1] != 2 * a or q.dtype != keys.dtype or not q.numel():
             return self._pieces(q, keys[..., :a], cov, factored=False)
         out = self._pieces(q, keys, None, factored=True)  # (B, T, S)
         low, high = torch.aminmax(q)
