@@ -44,8 +44,7 @@ class AttentionRNNState(NamedTuple):
 
     hidden: Tensor  # (L, B, H)
     cell: Tensor | None  # (L, B, H) for an LSTM, None for a GRU
-    memory: Tensor  # (N, S, D), one per source (N sources; row i reads source slot // groups)
-    mask: Tensor  # (N, S), True at real source tokens
+    mask: Tensor  # (N, S), True at real source tokens, one row per source (N sources; row i reads slot // groups)
     keys: Tensor  # (N, S, A) or (N, S, 2A): the attention's memory part (attention.py, keys), once per source
     values: Tensor  # (N, S, E): W_c m_j, the readout's context columns applied to the memory, once per source
     feed: Tensor  # (B, E): the previous attentional vector o_{t-1} (input feeding); zeros at the start
@@ -145,7 +144,12 @@ class AttentionRNNDecoder(_RecurrentDecoder):
 
     needs: ClassVar[tuple[str, ...]] = ("memory",)
     #: The state's fields held once per source (``regroup``): they move only when a sentence leaves the batch.
-    per_source: ClassVar[tuple[str, ...]] = ("memory", "mask", "keys", "values")
+    #: No ``memory``: after ``init_state`` a step reads only the keys and the values made from it (``_attend``),
+    #: and the state's per-source tensors are copied whenever a sentence leaves a search's batch. Without the
+    #: (N, S, D) memory in the state, greedy search on the Multi30k GRU took 3.6% less time and beam 5 0.3-1.4%
+    #: less (best and median of 5 rounds; bench/RESULTS-seq2seq.md); the pointer decoders, which mix the memory
+    #: itself, keep it.
+    per_source: ClassVar[tuple[str, ...]] = ("mask", "keys", "values")
 
     def __init__(self, *, code: CodeSpec, vocab_size: int, pad_id: int, embed: Size = 256, hidden: Size = 256,
                  layers: Size = 1, dropout: Probability = 0.0, attention: AttentionKind = "bahdanau",
@@ -154,7 +158,7 @@ class AttentionRNNDecoder(_RecurrentDecoder):
         super().__init__(vocab_size=vocab_size, pad_id=pad_id, embed=embed, hidden=hidden, layers=layers,
                          dropout=dropout, extra_input=embed if input_feeding else 0, summary=d,
                          readout=d + hidden, tie_embeddings=tie_embeddings)
-        self.input_feeding = input_feeding
+        self.input_feeding, self.memory_dim = input_feeding, d
         self.attention = self._build_attention(attention, hidden, d)
 
     def _build_attention(self, kind: AttentionKind, query_dim: int, memory_dim: int) -> Attention:
@@ -163,7 +167,8 @@ class AttentionRNNDecoder(_RecurrentDecoder):
 
     def init_state(self, code: Code) -> AttentionRNNState:
         fields = self._start_fields(code)  # before values: keeps the order of the memory gradient sums (bitwise)
-        values = F.linear(code.memory, self.readout.weight[:, : code.memory.shape[-1]])  # (B, S, E): see _attend
+        del fields["memory"]  # read only through the keys and values (per_source)
+        values = F.linear(code.memory, self.readout.weight[:, : self.memory_dim])  # (B, S, E): see _attend
         return AttentionRNNState(**fields, values=values)
 
     def _start_fields(self, code: Code) -> dict[str, Tensor | None]:
@@ -179,11 +184,12 @@ class AttentionRNNDecoder(_RecurrentDecoder):
     def _context(self, out: Tensor, state: AttentionRNNState, coverage: Tensor | None = None,
                  values: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """Top-layer outputs (B[, T], H) -> the attention's mix of ``values`` (N, S, F), by default the memory
-        (context vectors, F = D), (B[, T], F), and the weights (B[, T], S).
+        (context vectors, F = D; only the pointer decoders' state holds it), (B[, T], F), and the weights
+        (B[, T], S).
 
         The rows of one source attend together, as groups*T queries over one copy of its memory. ``coverage``
         (B, S), one per row, is placed on the same grid (decoders/pointer.py)."""
-        n = state.memory.shape[0]
+        n = state.mask.shape[0]
         grid = to_grid(out, state.slots, n * state.groups)  # (N*groups[, T], H)
         if coverage is not None:
             coverage = to_grid(coverage, state.slots, n * state.groups).view(n, state.groups, -1)  # (N, groups, S)
@@ -203,7 +209,7 @@ class AttentionRNNDecoder(_RecurrentDecoder):
         W_c c instead of S x D for c and D x E for W_c c, and the K beams of a source share its values (on
         Multi30k's GRU, D = 384, E = 128, S = 16: a beam-5 step of 640 rows went from 12.3 ms to 10.6 ms)."""
         mixed, weights = self._context(out, state, values=state.values)  # (B[, T], E), (B[, T], S)
-        d = state.memory.shape[-1]
+        d = self.memory_dim
         return torch.tanh(mixed + F.linear(out, self.readout.weight[:, d:], self.readout.bias)), weights
 
     def _step(self, emb: Tensor, state: AttentionRNNState) -> tuple[Tensor, Tensor, AttentionRNNState]:
@@ -234,7 +240,7 @@ class AttentionRNNDecoder(_RecurrentDecoder):
         return self._project(o), state, weights
 
     def reorder_state(self, state: AttentionRNNState, index: Tensor) -> AttentionRNNState:
-        keep, groups, slots = regroup(index, state.groups, state.memory.shape[0], state.slots)
+        keep, groups, slots = regroup(index, state.groups, state.mask.shape[0], state.slots)
         moved = {} if keep is None else {f: getattr(state, f).index_select(0, keep) for f in self.per_source}
         return state._replace(hidden=state.hidden.index_select(1, index), cell=_select(state.cell, index, 1),
                               feed=state.feed.index_select(0, index), groups=groups, slots=slots, **moved)
