@@ -151,7 +151,7 @@ class AdditiveAttention(Attention):
         keys = 2 * self.memory_proj(memory)  # (B, S, A)
         if (self.coverage_proj is not None or self._tracked(memory) or keys.dtype not in _FACTORED_DTYPES
                 or not keys.numel()):
-            return keys  # the coverage term differs per query and per position: no factored form
+            return keys  # sigmoid form: coverage (a term per query and position), autograd, bfloat16, or empty
         return torch.cat([keys, _bounded_exp_neg(keys)], -1)  # (B, S, 2A)
 
     def _tracked(self, *tensors: Tensor | None) -> bool:
