@@ -128,8 +128,9 @@ class AdditiveAttention(Attention):
     and the product with v, none of them an exponential. A beam step's score on Multi30k (128 sentences, K = 5,
     S = 16, A = 256; the query projection included) went from 2.6-2.8 ms to 2.0 ms on an AVX2 CPU (two
     threads), a teacher-forced validation batch's attention (80 x 20 queries, S = 18) from 9.3-9.5 to 7.7 ms,
-    and a whole beam-5 search of the trained GRU by 3-4%, with the same 1,000 outputs; greedy search, one query
-    per source, stayed within the machine's noise (bench/RESULTS-seq2seq.md). A sentence with a number beyond
+    and a whole beam-5 search of the trained GRU by 3-4%, with the same 1,000 outputs. Greedy search, one query
+    per source, gains little and pays for keys twice as wide, copied whenever a sentence leaves its batch: it
+    took 0-4% longer (bench/RESULTS-seq2seq.md). A sentence with a number beyond
     :data:`EXP_BOUND` in its q or k (where an exponential could overflow) gets the sigmoid form, decided
     sentence by sentence, so that its scores stay the same bits alone and in a batch. One exception: a padded
     position counts (a key of source padding, or a query of target padding in teacher forcing), so a sentence
@@ -178,25 +179,23 @@ class AdditiveAttention(Attention):
         if cov is not None or keys.shape[-1] != 2 * a or q.dtype != keys.dtype or not q.numel():
             return self._pieces(q, keys[..., :a], cov, factored=False)
         out = self._pieces(q, keys, None, factored=True)  # (B, T, S)
-        low, high = torch.aminmax(q)
-        if bool((low >= -EXP_BOUND) & (high <= EXP_BOUND) & ~out.sum().isnan()):  # one sync: the usual case
+        if not bool(out.sum().isnan()):  # the usual case: no mark reached a score
             return out
-        # Some sentence has a number beyond EXP_BOUND in its q, or in its k (NaN marks, _bounded_exp_neg).
-        redo = (q.flatten(1).abs().amax(1) > EXP_BOUND) | out.flatten(1).isnan().any(1)  # (B,)
-        rows = redo.nonzero().squeeze(1)
+        # Some sentence has a number beyond EXP_BOUND in its q or its k: NaN marks (_bounded_exp_neg).
+        rows = out.flatten(1).isnan().any(1).nonzero().squeeze(1)
         out[rows] = self._pieces(q[rows], keys[rows, :, :a], None, factored=False)
         return out
 
     def _pieces(self, q: Tensor, keys: Tensor, cov: Tensor | None, *, factored: bool) -> Tensor:
         """The score in pieces of a few sentences: sigmoid form, keys (B, S, A), or factored form, keys (B, S, 2A)
-        = [k ; exp(-k)], right only where every number lies within EXP_BOUND (the caller checks)."""
+        = [k ; exp(-k)], NaN where a number of q or k lies beyond EXP_BOUND (the caller redoes those)."""
         b, t, a = q.shape
         s = keys.shape[1]
         dtype = torch.result_type(q, keys)  # bfloat16 under autocast
         v = 2 * self.v.weight.squeeze(0).to(dtype)  # (A,)
         shift = -0.5 * v  # (A,): (sigmoid - 1/2) v = sigmoid v - v/2, in one pass (class docstring)
         one = q.new_ones((), dtype=dtype)
-        e = torch.neg(q).exp_() if factored else None  # (B, T, A): exp(-2 W_q s_i)
+        e = _bounded_exp_neg(q) if factored else None  # (B, T, A): exp(-2 W_q s_i), marked beyond the bound
         out = q.new_empty(b, t, s, dtype=dtype)
         step = max(1, CHUNK // max(1, t * s * a))  # sentences per piece
         for i in range(0, b, step):
@@ -220,8 +219,8 @@ _FACTORED_DTYPES = (torch.float32, torch.float64)  # bfloat16 would keep three s
 
 
 def _bounded_exp_neg(x: Tensor) -> Tensor:
-    """exp(-x), with NaN where |x| > :data:`EXP_BOUND`: keys carry this mark (computed once per source) into
-    the factored scores of their sentence, which then take the sigmoid form. A mark never reaches another
+    """exp(-x), with NaN where |x| > :data:`EXP_BOUND`: the mark, on a key (once per source) or a query, reaches
+    the factored scores of its sentence, which then take the sigmoid form. A mark never reaches another
     sentence's scores, so a sentence takes the same form alone and in a batch."""
     out = torch.neg(x).exp_()
     low, high = torch.aminmax(x)
