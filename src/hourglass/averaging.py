@@ -13,9 +13,9 @@ from pathlib import Path
 
 import torch
 from lightning.pytorch.callbacks import Callback
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
-from hourglass.io import atomic_write
+from hourglass.weights import check_checksum, save_safetensors
 
 _NAME = re.compile(r"epoch-(\d+)\.safetensors$")
 
@@ -39,7 +39,7 @@ class LastEpochs(Callback):
         state = {k: v.detach().cpu().clone().contiguous() for k, v in pl_module.state_dict().items()}
         self.ckpt_dir.mkdir(parents=True, exist_ok=True)
         path = self.ckpt_dir / f"epoch-{trainer.current_epoch}.safetensors"
-        atomic_write(path, lambda tmp: save_file(state, tmp))
+        save_safetensors(state, path, {})  # atomic, with its checksum in the header (hourglass.weights)
         for old in epoch_files(self.ckpt_dir)[: -self.n]:
             old.unlink(missing_ok=True)
 
@@ -49,6 +49,9 @@ def averaged_state(ckpt_dir: Path, n: int) -> dict[str, torch.Tensor] | None:
     files = epoch_files(ckpt_dir)[-n:]
     if not files:
         return None
+    for p in files:
+        check_checksum(p, f"Delete {p} to average the epochs left, or set train.average_last: 0 to export the "
+                          "best checkpoint instead.")
     states = [load_file(str(p)) for p in files]
     out = {}
     for key, newest in states[-1].items():

@@ -3,7 +3,9 @@
 Lightning's checkpoint is a nested dict (weights, optimizer state, loop progress, callback state). Its
 default IO pickles that dict with ``torch.save``, and loading it means unpickling a file a user hands us.
 :class:`SafetensorsCheckpointIO` instead stores every tensor in a safetensors file and the rest of the tree
-as JSON in that file's metadata header, so a checkpoint is one file, written with one atomic rename.
+as JSON in that file's metadata header, so a checkpoint is one file, written with one atomic rename. The header
+also records the file's SHA-256 (:func:`hourglass.weights.save_safetensors`), checked when the checkpoint is read
+(:func:`load_tree`), and the step and epoch it was written at.
 """
 from __future__ import annotations
 
@@ -15,10 +17,9 @@ from typing import Any
 import torch
 from lightning.pytorch.plugins.io import CheckpointIO
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
 
 from hourglass.errors import CheckpointError
-from hourglass.io import atomic_write
+from hourglass.weights import check_checksum, save_safetensors
 
 FORMAT = "hourglass-checkpoint-1"
 
@@ -60,11 +61,11 @@ def unflatten(obj: Any, tensors: dict[str, torch.Tensor]) -> Any:
 
 
 def save_tree(tree: dict[str, Any], path: Path, extra_metadata: dict[str, str] | None = None) -> None:
-    """Write ``tree`` atomically as one safetensors file with the JSON skeleton in its header."""
+    """Write ``tree`` atomically as one safetensors file with the JSON skeleton (and its checksum) in its header."""
     tensors: dict[str, torch.Tensor] = {}
     skeleton = flatten(tree, tensors)
     meta = {"format": FORMAT, "tree": json.dumps(skeleton), **(extra_metadata or {})}
-    atomic_write(Path(path), lambda tmp: save_file(tensors, tmp, metadata=meta))
+    save_safetensors(tensors, Path(path), meta)
 
 
 def read_metadata(path: Path) -> dict[str, str]:
@@ -82,8 +83,21 @@ def read_metadata(path: Path) -> dict[str, str]:
         ) from None
 
 
+def checkpoint_step(path: Path) -> int | None:
+    """The training step a checkpoint was written at, from its header (without reading a tensor); None when the
+    header cannot be read or does not say."""
+    try:
+        return int(read_metadata(Path(path)).get("global_step", ""))
+    except (CheckpointError, ValueError):
+        return None
+
+
 def load_tree(path: Path) -> dict[str, Any]:
-    """Read a file written by :func:`save_tree`."""
+    """Read a file written by :func:`save_tree`, checked against the checksum in its header."""
+    path = Path(path)
+    if path.is_file():  # first: a checkpoint cut short is named as such, not as unreadable safetensors
+        check_checksum(path, "Restore it from a complete copy of the run; a damaged checkpoint would resume "
+                             "training from wrong weights.")
     meta = read_metadata(path)
     if meta.get("format") != FORMAT:
         raise CheckpointError(

@@ -33,7 +33,7 @@ from hourglass.checkpoint import load_tree
 from hourglass.config import ModelConfig
 from hourglass.errors import CheckpointError, ConfigError
 from hourglass.model import EncoderDecoder
-from hourglass.weights import MODEL_FORMAT, mismatches
+from hourglass.weights import MODEL_FORMAT, check_checksum, mismatches
 
 PICKLE_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin", ".pkl", ".pickle")
 PARTS = ("encoder", "bottleneck", "decoder")
@@ -117,6 +117,7 @@ def read_source(path: Path) -> tuple[dict[str, Tensor], Path, str]:
         tree = load_tree(path)
         state = {k[len("model."):]: v for k, v in tree["state_dict"].items() if k.startswith("model.")}
         return state, path, ""
+    check_checksum(path, "Restore it from a copy of the run, or train that run again.")
     state = load_file(str(path))
     described = ""
     if meta.get("format") == MODEL_FORMAT and "config" in meta:

@@ -11,7 +11,7 @@ import torch
 
 from hourglass.config import Config, read_yaml, validate
 from hourglass.errors import CheckpointError, DataError, HourglassError
-from hourglass.weights import load_weights
+from hourglass.weights import load_weights, restore_hint
 
 
 class Run:
@@ -31,6 +31,8 @@ class Run:
                 "`hourglass train` printed last."
             )
         config = validate(read_yaml(path / "config.yaml"), str(path / "config.yaml"))
+        if not (path / "model.safetensors").exists():
+            _refuse_unfinished(path)
         data = build_data(config)
         data.load_artifacts(path)
         try:
@@ -174,6 +176,36 @@ class Run:
         from hourglass.export import export
 
         return export(self, Path(out_dir))
+
+
+def _refuse_unfinished(run: Path) -> None:
+    """A clear error for a run without model.safetensors that has checkpoints: one stopped before training
+    finished (killed, Ctrl-C), or one whose exported weights were removed afterwards. Without checkpoints, the
+    weights' own "does not exist" error says the rest."""
+    from hourglass.checkpoint import checkpoint_step
+
+    folder = run / "checkpoints"
+    found = sorted(folder.glob("*.safetensors"), key=lambda p: p.stat().st_mtime) if folder.is_dir() else []
+    if not found:
+        return
+    weights = run / "model.safetensors"
+    if (run / "metrics.json").is_file():  # finish() writes it after model.safetensors: training did finish
+        raise CheckpointError(f"{weights} is missing, though training of {run} finished (its metrics.json is "
+                              f"there). {restore_hint(weights)}")
+    last = folder / "last.safetensors"
+    if not last.is_file():
+        raise CheckpointError(
+            f"{run} stopped before training finished, so it has no model.safetensors yet, and it has no "
+            f"checkpoints/last.safetensors to continue from (only {', '.join(p.name for p in found)}). Train it "
+            "again with a new --out."
+        )
+    step = checkpoint_step(last)
+    at = f", from step {step}" if step is not None else ""
+    raise CheckpointError(
+        f"{run} stopped before training finished, so it has no model.safetensors yet (its last checkpoint is "
+        f"{last}{at}). Finish it with `hourglass train --resume {run}`, which writes model.safetensors when "
+        "training ends."
+    )
 
 
 def read_metrics(run: Path) -> dict[str, Any]:

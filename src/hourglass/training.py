@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import inspect
 import os
+import shutil
 import signal
 import sys
 import time
@@ -82,16 +83,51 @@ def new_run_dir(config: Config, out: str | None) -> Path:
 
 
 def _fresh_out(path: Path) -> Path:
-    """``--out``: a new or empty directory, or a run that stopped before its first checkpoint (nothing to lose);
-    a run with weights, or anything else, is never overwritten."""
-    started = (path / "config.yaml").is_file() and not _has_weights(path)
-    if path.exists() and not started and (not path.is_dir() or any(path.iterdir())):
-        what = "a run" if (path / "config.yaml").is_file() else "files" if path.is_dir() else "a file"
-        raise ConfigError(
-            f"Will not train into {path}: it already holds {what}, which a new run would overwrite. Continue that run "
-            f"with `hourglass train --resume {path}`, or give --out a new or empty directory (nothing was written)."
-        )
-    return path
+    """``--out``: a new or empty directory, or a run that stopped before its first checkpoint (nothing to lose; its
+    logs are set aside, :func:`_set_aside_logs`); a run with weights, or anything else, is never overwritten. Only
+    a run with a checkpoint to continue from is offered ``--resume``."""
+    if not path.exists():
+        return path
+    keep = "give --out a new or empty directory (nothing was written)"
+    if not path.is_dir():
+        raise ConfigError(f"--out {path} is an existing file, not a run directory, and a new run would need a folder "
+                          f"there; {keep}.")
+    if not any(path.iterdir()):
+        return path
+    if not (path / "config.yaml").is_file():
+        names = sorted(p.name for p in path.iterdir())
+        shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+        raise ConfigError(f"--out {path} is a folder that is not a run (it has no config.yaml; it holds {shown}), and "
+                          f"a new run would mix its files with those; {keep}.")
+    if not _has_weights(path):
+        return path
+    if (path / "checkpoints" / "last.safetensors").is_file():
+        raise ConfigError(f"Will not train into {path}: it already holds a run, which a new run would overwrite. "
+                          f"Continue that run with `hourglass train --resume {path}`, or {keep}.")
+    raise ConfigError(f"Will not train into {path}: it already holds a run (its weights, with no checkpoint to "
+                      f"continue from), which a new run would overwrite; {keep}.")
+
+
+def _set_aside_logs(run_dir: Path) -> None:
+    """Move the logs of an earlier attempt in ``run_dir`` (a run stopped before its first checkpoint, trained again
+    into the same --out) to ``logs-earlier-<time>``, and say so in one line. Lightning's CSV logger would delete
+    that attempt's metrics.csv, with a warning of its own naming its source file, and TensorBoard would draw both
+    attempts' curves over each other; the earlier ones may be what shows why that attempt stopped."""
+    logs = run_dir / "logs"
+    if not logs.is_dir():
+        return
+    files = [p for p in logs.rglob("*") if p.is_file()]
+    if not files:
+        shutil.rmtree(logs)  # empty folders: nothing to keep
+        return
+    stamp = datetime.fromtimestamp(max(p.stat().st_mtime for p in files)).strftime("%Y%m%d-%H%M%S")
+    dest, n = run_dir / f"logs-earlier-{stamp}", 1
+    while dest.exists():
+        n += 1
+        dest = run_dir / f"logs-earlier-{stamp}-{n}"
+    logs.rename(dest)
+    warnings.warn(f"{run_dir} held a run that stopped before its first checkpoint; its logs were moved to {dest}, "
+                  f"and this run writes its own to {logs}.", UserWarning)
 
 
 def _has_weights(run: Path) -> bool:
@@ -272,6 +308,8 @@ def train(config: Config, *, out: str | None = None, resume: Path | None = None,
     data.setup("fit")
     config = absolute_data_paths(config)  # stored so, the run works from any directory
     task = build_task(config, data)
+    if hasattr(data, "check_model"):  # a model too small for the data is refused before anything is written
+        data.check_model(task.model)
     run_dir = Path(resume) if resume else new_run_dir(config, out)
     ckpt, history = None, []
     if resume:
@@ -280,6 +318,8 @@ def train(config: Config, *, out: str | None = None, resume: Path | None = None,
         history = resuming.log_history(run_dir, steps_done)
     trainer = make_trainer(config, run_dir, callbacks, history)  # before any file: a bad trainer key loses nothing
     run_dir.mkdir(parents=True, exist_ok=True)
+    if not resume and not _ddp_child():
+        _set_aside_logs(run_dir)
     save_config(config, run_dir / "config.yaml")
     if data.early_artifacts and not _ddp_child():  # tokenizers: a killed run resumes with them (resume_from)
         data.save_artifacts(run_dir)

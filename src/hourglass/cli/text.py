@@ -14,6 +14,8 @@ import math
 import queue
 import sys
 import threading
+import warnings
+from contextlib import ExitStack
 from pathlib import Path
 from typing import IO, Iterator
 
@@ -139,6 +141,11 @@ def set_search_options(run, args) -> None:
                              f"{MAX_LENGTH_PENALTY:g} (got {alpha}); 1.0 is usual, up to 2 for summaries.")
     for flag, value in given.items():
         setattr(run.task, flag, value)
+    if "min_len" in given or "max_len" in given:  # a clash of the run's own options was refused when it trained
+        names = [_flag(k) if k in given else f"the run's task.{k}" for k in ("min_len", "max_len")]
+        clash = run.task.length_clash(*names, raise_max="raise --max-len")
+        if clash:
+            raise HourglassError(clash)
 
 
 def load_seq2seq(path: str, use: str = "translate"):
@@ -155,6 +162,21 @@ def load_seq2seq(path: str, use: str = "translate"):
             "or `hourglass train multi30k-transformer`)."
         )
     return run
+
+
+def argument_text(text: str, what: str) -> str:
+    """``text``, a command-line argument, when it is UTF-8; else an error naming the bytes. Python decodes the
+    arguments with surrogateescape, so bytes that are not UTF-8 in the terminal's encoding reach us as lone
+    surrogates, which SentencePiece refuses with an unreadable error."""
+    from hourglass.data.text import undecodable
+
+    bad = undecodable(text)
+    if bad is not None:
+        position, raw = bad
+        raise HourglassError(f"{what} holds bytes that are not UTF-8 ({raw!r} at character {position}). Give UTF-8 "
+                             "text: check the terminal's encoding (e.g. LANG=C.UTF-8 in its environment, or its "
+                             "character-encoding setting), or convert the text with iconv.")
+    return text
 
 
 def _read_ahead(lines: Iterator[str], size: int) -> queue.Queue:
@@ -195,24 +217,57 @@ def available_batches(lines: Iterator[str], size: int) -> Iterator[list[str]]:
             raise item
 
 
+class LongLines:
+    """The input lines whose source the run cut short, counted over a whole stream and reported in one warning
+    when it ends (also when an error ends it). A warning per buffer counted each buffer alone, and Python drops a
+    warning whose text repeats."""
+
+    def __init__(self, data) -> None:
+        self.data, self.lines, self.long, self.first = data, 0, 0, 0
+        self._stack, self._cut = ExitStack(), set()
+
+    def __enter__(self) -> "LongLines":
+        collect = getattr(self.data, "collect_cuts", None)  # text data; images are never cut
+        if collect is not None:
+            self._cut = self._stack.enter_context(collect())  # the sources cut short, as texts
+        return self
+
+    def add(self, texts: list[str]) -> None:
+        """The next lines of the stream, after the data encoded them."""
+        for number, text in enumerate(texts, start=self.lines + 1):
+            if text in self._cut:
+                self.long, self.first = self.long + 1, self.first or number
+        self.lines += len(texts)
+        self._cut.clear()
+
+    def __exit__(self, *stopped) -> None:
+        self._stack.close()
+        if self.long:
+            what = f"input line{'s' if self.lines > 1 else ''} (first: line {self.first})"
+            warnings.warn(self.data.cut_report(self.long, self.lines, what), UserWarning, stacklevel=2)
+
+
 def translate_stream(run, lines: Iterator[str], out: IO[str], *, beam: int | None, nbest: int,
                      max_len_ratio: float | None, batch: int, buffer: int | None = None) -> int:
     """Translate ``lines`` a buffer at a time (the lines that have arrived, up to ``buffer``; sorted into batches
-    of ``batch``), writing and flushing each buffer in input order; returns the number of lines."""
+    of ``batch``), writing and flushing each buffer in input order; returns the number of lines. Lines cut short
+    (longer than the run reads) are counted over the whole stream and reported once at its end."""
     task, data = run.task, run.data
     ratio = task.max_len_ratio if max_len_ratio is None else max_len_ratio
     done = 0
-    for chunk in available_batches(lines, max(batch, buffer or batch)):
-        texts = [line.strip() for line in chunk]  # an empty line is answered with an empty line (task.translate)
-        results = task.translate(texts, data, beam=beam, nbest=nbest, max_len_ratio=ratio, batch_size=batch)
-        for i, hyps in enumerate(results):
-            if nbest == 1:
-                out.write(hyps[0][0] + "\n")
-            else:
-                for rank, (text, score) in enumerate(hyps, start=1):
-                    out.write(f"{done + i + 1}\t{rank}\t{score:.4f}\t{text}\n")
-        out.flush()
-        done += len(texts)
+    with LongLines(data) as long:
+        for chunk in available_batches(lines, max(batch, buffer or batch)):
+            texts = [line.strip() for line in chunk]  # an empty line is answered with an empty line (task.translate)
+            results = task.translate(texts, data, beam=beam, nbest=nbest, max_len_ratio=ratio, batch_size=batch)
+            long.add(texts)
+            for i, hyps in enumerate(results):
+                if nbest == 1:
+                    out.write(hyps[0][0] + "\n")
+                else:
+                    for rank, (text, score) in enumerate(hyps, start=1):
+                        out.write(f"{done + i + 1}\t{rank}\t{score:.4f}\t{text}\n")
+            out.flush()
+            done += len(texts)
     return done
 
 
@@ -241,16 +296,17 @@ def cmd_translate(args) -> int:
 
 
 def cmd_attention(args) -> int:
-    run = load_seq2seq(args.run)
+    run = load_seq2seq(args.run, "draw an attention map")
     task, data = run.task, run.data
     if data.context().modality == "image":  # a captioning run: the attention is drawn over the image
         from hourglass.cli.captions import image_attention
 
         image_attention(run, args.sentence, Path(args.output), beam=args.beam)
         return 0
-    sentence = args.sentence.strip()
+    sentence = argument_text(args.sentence.strip(), "The sentence")
     if not sentence:
         raise HourglassError("The sentence is empty: give the text to translate in quotes.")
+    task.read_with(data)  # a long sentence is cut to what the run reads, with a warning
     labels = data.item_labels(sentence)
     if labels is None:
         raise HourglassError(f"The run {args.run} does not read text, so its attention has no words to show.")

@@ -22,18 +22,24 @@ tokenizers (:mod:`hourglass.data.tokenizer`) are trained on the training side(s)
 run directory (``tokenizer.model``, or ``source.model`` and ``target.model``) and loaded from there, so that a
 trained run never reads its training files again to translate.
 
-A sentence longer than ``max_length`` pieces is truncated with a warning (a count), never refused: the encoder's
-and decoder's ``max_len`` must be at least ``max_length`` + 2 (bos and eos). ``max_target_length`` (default:
-``max_length``) truncates the training and validation targets alone, as summarization does to keep teacher forcing
-affordable (See et al. 2017 trained on the first 100 tokens of each summary); references stay whole. Training
-batches hold sentences of similar length under a budget of ``max_tokens`` padded tokens (:class:`~hourglass.data.batching.TokenBatchSampler`).
+A sentence longer than ``max_length`` pieces is truncated with a warning (a count), never refused. A model with a
+position table (Transformer ``max_len``) must hold what this lets through: the encoder reads a source of up to
+``max_length`` pieces (no bos or eos), and the decoder reads bos and a target of up to ``max_target_length``
+pieces (eos is only a label), so ``model.encoder.max_len >= max_length`` and ``model.decoder.max_len >=
+max_target_length + 1``; :meth:`ParallelDataModule.check_model` refuses a smaller model when training starts. A
+trained run cuts its sources to what its encoder reads (:meth:`~ParallelDataModule.read_for`: runs trained before
+that check). ``max_target_length`` (default: ``max_length``) truncates the training and validation targets alone,
+as summarization does to keep teacher forcing affordable (See et al. 2017 trained on the first 100 tokens of each
+summary); references stay whole. Training batches hold sentences of similar length under a budget of
+``max_tokens`` padded tokens (:class:`~hourglass.data.batching.TokenBatchSampler`).
 """
 from __future__ import annotations
 
+import contextlib
 import tempfile
 import warnings
 from pathlib import Path
-from typing import Any, Literal, Optional, Sequence
+from typing import Any, Iterator, Literal, Optional, Sequence
 
 import numpy as np
 import torch
@@ -45,8 +51,8 @@ from hourglass.data.base import DataModule
 from hourglass.data.batching import TokenBatchSampler, collate, pad
 from hourglass.data.dialogue import (TURN_SEPARATOR, Speaker, answerable, dialogue_context, dialogue_pairs,
                                      read_conversations, read_dialogues)
-from hourglass.data.text import is_jsonl, read_jsonl, read_parallel, read_tsv
-from hourglass.data.tokenizer import Tokenizer
+from hourglass.data.text import is_jsonl, quote, read_jsonl, read_parallel, read_tsv
+from hourglass.data.tokenizer import Tokenizer, VocabTooSmall
 from hourglass.errors import ConfigError, DataError
 from hourglass.model import DataContext
 from hourglass.options import Count, Location, Size
@@ -72,15 +78,15 @@ class EncodedPairs(Dataset):
         return [max(len(s), len(t) + 2) for s, t in zip(self.sources, self.targets)]
 
 
-def _truncate(seqs: list[list[int]], limit: int, what: str, option: str = "max_length", keep_end: bool = False
-              ) -> list[list[int]]:
-    """The first ``limit`` ids of each sequence (the last ones with ``keep_end``: a dialogue context keeps the
-    turn being answered), with one warning that counts the truncated ones."""
-    long = sum(len(s) > limit for s in seqs)
-    if long:
-        warnings.warn(f"{long} {what} longer than data.{option}={limit} pieces were truncated to it. Raise "
-                      f"data.{option} (and the model's max_len) to keep them whole.", UserWarning, stacklevel=3)
-    return [s[len(s) - limit:] if keep_end and len(s) > limit else s[:limit] for s in seqs]
+def _cut(seq: list, limit: int, keep_end: bool = False) -> list:
+    """The first ``limit`` items (ids, pieces) of ``seq``; the last ones with ``keep_end`` (a dialogue context keeps
+    the turn being answered)."""
+    return seq[len(seq) - limit:] if keep_end and len(seq) > limit else seq[:limit]
+
+
+def _are(count: int) -> tuple[str, str, str, str]:
+    """The words of the truncation warnings for one sentence or several: ("was", "it", "is", "its") or ..."""
+    return ("was", "it", "is", "its") if count == 1 else ("were", "they", "are", "their")
 
 
 class _WholeEpochs(Sampler[list[int]]):
@@ -165,6 +171,12 @@ class ParallelDataModule(DataModule):
         # (limit, the option that sets it) for targets: named in the truncation warning
         self.target_limit = (max_target_length, "max_target_length") if max_target_length else (max_length,
                                                                                                 "max_length")
+        # What is read of each sentence: data.max_length (targets: target_limit), or less for a trained model with
+        # fewer positions (read_for).
+        self.source_limit, self.target_cut = max_length, self.target_limit[0]
+        self._trained = False  # a trained run's data (load_artifacts): its warnings name no option to raise
+        self._encoder = None  # the trained encoder that reads fewer positions than max_length (read_for)
+        self._cuts: set[str] | None = None  # the sources encode_sources cut while collecting (collect_cuts)
         self.source_tokenizer: Tokenizer | None = None
         self.target_tokenizer: Tokenizer | None = None
         self._pairs: dict[str, Pairs] = {}
@@ -189,13 +201,19 @@ class ParallelDataModule(DataModule):
     def read_val(self) -> Pairs | None:
         """The validation pairs, or None to split them off the training pairs (``val_fraction``)."""
         p = self.paths
+        if p["val_ref"] and not p["val_path"]:
+            raise ConfigError(f"data.val_ref={p['val_ref']} gives the references of data.val_path, which is not set "
+                              "(so the validation pairs would be split off the training text, and val_ref ignored). "
+                              "Set data.val_path to the validation sources as well, or remove data.val_ref.")
         if not p["val_path"]:
             return None
         if p["val_ref"]:
             return read_parallel(p["val_path"], p["val_ref"])
         if is_jsonl(p["val_path"]):
             return self._read_jsonl(p["val_path"])
-        return read_tsv(p["val_path"], *self.cols)
+        alone = ("If it holds the sources alone, give their references with --ref REF." if self._trained else
+                 "If it holds the validation sources alone, give their references in data.val_ref.")
+        return read_tsv(p["val_path"], *self.cols, sources_alone=alone)
 
     def _read_jsonl(self, path: Location) -> Pairs:
         if self.turns_field:
@@ -245,11 +263,37 @@ class ParallelDataModule(DataModule):
                     user_defined_symbols=[TURN_SEPARATOR] if self.turns_field else [])
         if self.joint_vocab:
             lines = [s for s, _ in train] + [t for _, t in train]
-            joint = Tokenizer.train(lines, path_prefix=Path(self._tmp) / "tokenizer", **opts)
+            joint = self._train_tokenizer(lines, "both", path_prefix=Path(self._tmp) / "tokenizer", **opts)
             self.source_tokenizer = self.target_tokenizer = joint
         else:
-            self.source_tokenizer = Tokenizer.train([s for s, _ in train], path_prefix=Path(self._tmp) / "source", **opts)
-            self.target_tokenizer = Tokenizer.train([t for _, t in train], path_prefix=Path(self._tmp) / "target", **opts)
+            self.source_tokenizer = self._train_tokenizer([s for s, _ in train], "source",
+                                                          path_prefix=Path(self._tmp) / "source", **opts)
+            self.target_tokenizer = self._train_tokenizer([t for _, t in train], "target",
+                                                          path_prefix=Path(self._tmp) / "target", **opts)
+
+    def _train_tokenizer(self, lines: list[str], side: str, **opts: Any) -> Tokenizer:
+        """Tokenizer.train, with a vocabulary too small said in config terms: data.vocab and the side's text."""
+        try:
+            return Tokenizer.train(lines, **opts)
+        except VocabTooSmall as err:
+            text = ("the training text (source and target together, data.joint_vocab=true" if side == "both" else
+                    f"the training {side} text ({self._where(side)}")
+            if side == "both" and self._where("source") != "generated text":
+                text += f": {self._where('source')} and {self._where('target')}"
+            raise ConfigError(
+                f"data.vocab={self.vocab} is too small: {text}) has too many distinct characters for it: the "
+                f"vocabulary needs at least {err.needed} entries (every character, and pad, unk, bos and eos). Raise "
+                f"data.vocab to {err.needed} or more (a few thousand is usual)."
+            ) from None
+
+    def _where(self, side: str) -> str:
+        """Where the training text of ``side`` ("source" or "target") is read from, for messages."""
+        p, i = self.paths, 0 if side == "source" else 1
+        if p["tsv"]:
+            return f"column {self.cols[i]} of {p['tsv']}"
+        if p["jsonl"]:
+            return f"the field {(self.turns_field or self.fields[i])!r} of {p['jsonl']}"
+        return str(p[side]) if p[side] else "generated text"
 
     def setup(self, stage: str | None = None) -> None:
         """Only the tokenizers: the text is read when a split is first needed (a trained run never reads it)."""
@@ -270,10 +314,22 @@ class ParallelDataModule(DataModule):
     def resume_from(self, run_dir: Path) -> None:
         files = [JOINT] if self.joint_vocab else [SOURCE, TARGET]
         if all((Path(run_dir) / f).is_file() for f in files):  # a run from before tokenizers were saved early has none
-            self.load_artifacts(run_dir)
+            self._load_tokenizers(Path(run_dir))
 
     def load_artifacts(self, run_dir: Path) -> None:
+        """The tokenizers of a trained run; a missing one is named (the run cannot read text without it)."""
         run_dir = Path(run_dir)
+        for name in [JOINT] if self.joint_vocab else [SOURCE, TARGET]:
+            if not (run_dir / name).is_file():
+                raise DataError(
+                    f"{run_dir / name} is missing: the run {run_dir} cannot read text without the tokenizer it was "
+                    "trained with. Restore the file from a copy of the run (a newly trained tokenizer would give "
+                    "other pieces, which its weights would not fit)."
+                )
+        self._load_tokenizers(run_dir)
+        self._trained = True
+
+    def _load_tokenizers(self, run_dir: Path) -> None:
         if self.joint_vocab:
             self.source_tokenizer = self.target_tokenizer = Tokenizer.load(run_dir / JOINT)
         else:
@@ -282,11 +338,49 @@ class ParallelDataModule(DataModule):
 
     # -- splits ---------------------------------------------------------------------------------------------------
     def _encode(self, pairs: Pairs, split: str) -> EncodedPairs:
-        src = _truncate([self.source_tokenizer.encode(s) for s, _ in pairs], self.max_length, f"{split} sources",
-                        keep_end=bool(self.turns_field))
+        src = [self.source_tokenizer.encode(s) for s, _ in pairs]
+        tgt = [self.target_tokenizer.encode(t) for _, t in pairs]
+        long = [i for i, s in enumerate(src) if len(s) > self.source_limit]
+        if long:
+            warnings.warn(self.cut_report(len(long), len(src), self._split_name(split, "sources", pairs[long[0]][0])),
+                          UserWarning, stacklevel=3)
+        long = [i for i, t in enumerate(tgt) if len(t) > self.target_cut]
+        if long:
+            warnings.warn(self._target_report(len(long), len(tgt), split, pairs[long[0]][1]), UserWarning,
+                          stacklevel=3)
+        keep_end = bool(self.turns_field)
+        return EncodedPairs([_cut(s, self.source_limit, keep_end) for s in src], [t[: self.target_cut] for t in tgt])
+
+    def _split_name(self, split: str, side: str, first: str) -> str:
+        """E.g. "training sources"; for a trained run's validation data (``evaluate``), its file and the first."""
+        if not self._trained:
+            return f"{split} {side}"
+        where = self.paths["val_path"] or "the validation split"
+        return f"{side} of {where} (the first: {quote(first, 40)})"
+
+    def _target_report(self, count: int, total: int, split: str, first: str) -> str:
         limit, option = self.target_limit
-        tgt = _truncate([self.target_tokenizer.encode(t) for _, t in pairs], limit, f"{split} targets", option)
-        return EncodedPairs(src, tgt)
+        were, they, are, their = _are(count)
+        if self._trained:  # evaluate: the references are scored whole; only the loss reads the ids
+            return (f"{count} of {total} {self._split_name(split, 'references', first)} {were} truncated for the "
+                    f"loss and perplexity: {they} {are} longer than the {self.target_cut} pieces the run's decoder "
+                    f"reads (BLEU and chrF score {'it' if count == 1 else 'them'} whole).")
+        return (f"{count} of {total} {split} targets {were} truncated: {they} {are} longer than data.{option}={limit} "
+                f"pieces, so only {their} first {limit} were kept. Raise data.{option} (and, for a Transformer, "
+                "model.decoder.max_len to one more) to keep them whole.")
+
+    def cut_report(self, count: int, total: int, what: str) -> str:
+        """The warning that ``count`` of ``total`` ``what`` ("input lines (first: line 4)") were longer than the
+        sources read: in a trained run's words (it was trained so), or in a training run's (the option to raise)."""
+        limit, end = self.source_limit, "last" if self.turns_field else "first"
+        were, they, are, their = _are(count)
+        head = f"{count} of {total} {what} {were} truncated: {they} {are} longer than"
+        if self._trained:
+            encoder = f" and {_positions('encoder', self._encoder)}" if limit < self.max_length else ""
+            return (f"{head} the {limit} pieces this run reads, so only {their} {end} {limit} pieces were read (the "
+                    f"run was trained with data.max_length={self.max_length}{encoder}).")
+        return (f"{head} data.max_length={limit} pieces, so only {their} {end} {limit} were kept. Raise "
+                "data.max_length (and, for a Transformer, model.encoder.max_len to match) to keep them whole.")
 
     def encoded(self, split: str) -> EncodedPairs:
         """The token ids of "train" or "val" (encoded once)."""
@@ -346,11 +440,79 @@ class ParallelDataModule(DataModule):
         return self.item_labels(self.source_text(index, stage))
 
     def item_labels(self, item: str) -> list[str]:
-        return self.source_tokenizer.pieces(item)[: self.max_length]
+        return _cut(self.source_tokenizer.pieces(item), self.source_limit, bool(self.turns_field))
 
     def encode_sources(self, items: Sequence[str]) -> Tensor:
-        """Sentences -> (B, S) ids padded with pad_id; longer than max_length: truncated, with a warning."""
+        """Sentences -> (B, S) ids padded with pad_id; longer than ``source_limit``: truncated, with a warning (or
+        put in the set of :meth:`collect_cuts`)."""
         self.setup()
-        ids = _truncate([self.source_tokenizer.encode(s) for s in items], self.max_length, "source sentence(s)",
-                        keep_end=bool(self.turns_field))
-        return pad([s or [self.source_tokenizer.pad_id] for s in ids], self.source_tokenizer.pad_id)
+        ids = [self.source_tokenizer.encode(s) for s in items]
+        long = [item for item, s in zip(items, ids) if len(s) > self.source_limit]
+        if long and self._cuts is not None:
+            self._cuts.update(long)
+        elif long:
+            warnings.warn(self.cut_report(len(long), len(items), "sources"), UserWarning, stacklevel=2)
+        pad_id = self.source_tokenizer.pad_id
+        return pad([_cut(s, self.source_limit, bool(self.turns_field)) or [pad_id] for s in ids], pad_id)
+
+    @contextlib.contextmanager
+    def collect_cuts(self) -> Iterator[set[str]]:
+        """While open, :meth:`encode_sources` puts the sources it truncates into the set it yields, instead of
+        warning: a caller that encodes a stream a buffer at a time (``hourglass translate``) counts them over the
+        whole stream, with their lines, and warns once (:meth:`cut_report`); it clears the set as it goes."""
+        self._cuts = set()
+        try:
+            yield self._cuts
+        finally:
+            self._cuts = None
+
+    # -- the model's position tables --------------------------------------------------------------------------------
+    def _needs(self, model) -> list[tuple[str, Any, str, int, int]]:
+        """(part, module, the data option that bounds what it reads, that bound, the positions added) for the
+        encoder (a source) and the decoder (bos and a target; eos is only a label)."""
+        limit, option = self.target_limit
+        return [("encoder", model.encoder, "max_length", self.max_length, 0),
+                ("decoder", model.decoder, option, limit, 1)]
+
+    def check_model(self, model) -> None:
+        """Refuse, when training starts, a model whose position tables (Transformer ``max_len``) are shorter than
+        what this data feeds them (module docstring): a run whose training text is short would train, and then
+        fail on the first long sentence it is given."""
+        short = [need for need in self._needs(model)
+                 if getattr(need[1], "max_inputs", None) is not None and need[1].max_inputs < need[3] + need[4]]
+        if not short:
+            return
+        have, fixes, lower = [], [], {}
+        for part, module, option, bound, bos in short:
+            have.append(f"{_positions(part, module)} (a {'target' if bos else 'source'} needs {bound + bos}"
+                        f"{' with bos' if bos else ''})")
+            if getattr(module, "max_inputs_option", None):
+                fixes.append(f"model.{part}.{module.max_inputs_option} to {bound + bos}")
+            lower[option] = min(lower.get(option, bound), module.max_inputs - bos)  # what its positions hold
+        lets = " and ".join(dict.fromkeys(f"data.{option}={bound}" for _, _, option, bound, _ in short))
+        raise ConfigError(
+            f"{lets} let{'' if ' and ' in lets else 's'} sentences of that many pieces through, but the model has "
+            f"fewer positions: {' and '.join(have)}. " + (f"Raise {' and '.join(fixes)}, or lower " if fixes else
+                                                          "Lower ")
+            + " and ".join(f"data.{option} to {n}" for option, n in lower.items()) + "."
+        )
+
+    def read_for(self, model) -> None:
+        """Read at most what a trained ``model`` reads: sources cut to its encoder's positions and targets (the
+        validation loss) to its decoder's, when they are fewer than this data lets through (a run trained before
+        :meth:`check_model`); a long sentence is then cut short with the truncation warning, never a failure."""
+        enc, dec = getattr(model.encoder, "max_inputs", None), getattr(model.decoder, "max_inputs", None)
+        source = self.max_length if enc is None else min(self.max_length, enc)
+        target = self.target_limit[0] if dec is None else min(self.target_limit[0], dec - 1)
+        if (source, target) != (self.source_limit, self.target_cut):
+            self.source_limit, self.target_cut, self._encoder = source, target, model.encoder
+            self._sets.clear()  # encoded with the old limits
+
+
+def _positions(part: str, module: Any) -> str:
+    """A part's position table in config terms ("model.encoder.max_len=80"), or in words when no option sets it (a
+    pretrained encoder's)."""
+    option = getattr(module, "max_inputs_option", None)
+    if option:
+        return f"model.{part}.{option}={module.max_inputs}"
+    return f"the pretrained {part}'s {module.max_inputs} positions"

@@ -78,9 +78,18 @@ def _iter_binary(stream: IO[bytes], name: str) -> Iterator[str]:
         for number, raw in enumerate(stream, start=1):
             yield _decode(raw, name, number)
     except (gzip.BadGzipFile, EOFError, OSError, zlib.error) as err:  # zlib.error: a damaged block mid-file
-        raise DataError(f"{name}: cannot read past line {number} ({err}). The gzip file is corrupt or truncated; "
-                        f"download or compress it again. The {number} lines before the damage were read (a command "
-                        "that streams, such as translate, has written their results).") from None
+        raise _damaged(name, number, err) from None
+
+
+def _damaged(name: str, number: int, err: Exception) -> DataError:
+    """A gzip file that stops being readable after ``number`` lines."""
+    fix = "The gzip file is corrupt or truncated; download or compress it again."
+    if number == 0:
+        return DataError(f"{name}: cannot read its first line ({err}). {fix} No line of it was read.")
+    lines = "line" if number == 1 else f"{number} lines"
+    return DataError(f"{name}: cannot read past line {number} ({err}). {fix} The {lines} before the damage were "
+                     "read: a command that streams its output (translate, chat) has written their results; one "
+                     "that reads the whole file first (train, evaluate) has used none of them.")
 
 
 def _iter_text(stream: IO[str], name: str) -> Iterator[str]:
@@ -108,7 +117,22 @@ def iter_lines(source: str | Path | IO) -> Iterator[str]:
         yield from _iter_binary(source, str(getattr(source, "name", "<stream>")))
 
 
-def _quote(line: str, width: int = 60) -> str:
+def undecodable(text: str) -> tuple[int, bytes] | None:
+    """(1-based character position, the bytes) of the first run of bytes in ``text`` that were not UTF-8, or
+    None. Python keeps such bytes of command-line arguments as lone surrogates (surrogateescape), which
+    SentencePiece refuses with an unreadable error."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as err:
+        bad = text[err.start:err.end]
+        try:
+            return err.start + 1, bad.encode("utf-8", "surrogateescape")
+        except UnicodeEncodeError:  # a surrogate that no byte became (made in Python, e.g. "\ud800")
+            return err.start + 1, bad.encode("utf-8", "surrogatepass")
+    return None
+
+
+def quote(line: str, width: int = 60) -> str:
     return repr(line if len(line) <= width else line[:width] + "...")
 
 
@@ -121,17 +145,19 @@ def _count_mismatch(source: list[str], target: list[str], names: tuple[str, str]
     if blank is not None:
         empty, full = (0, 1) if source[blank].strip() == "" else (1, 0)
         line = (source, target)[full][blank]
-        text += (f" Line {blank + 1} is empty in {names[empty]} but not in {names[full]} ({_quote(line)}): a "
+        text += (f" Line {blank + 1} is empty in {names[empty]} but not in {names[full]} ({quote(line)}): a "
                  f"blank line was probably added or lost there.")
     else:
         longer, lines = (names[0], source) if n > m else (names[1], target)
         extra = min(n, m)  # the index of the first line that has no partner
-        text += f" The first line beyond the shorter file is line {extra + 1} of {longer}: {_quote(lines[extra])}."
+        text += f" The first line beyond the shorter file is line {extra + 1} of {longer}: {quote(lines[extra])}."
     return DataError(text + " Fix the files so that line i of one is the translation of line i of the other.")
 
 
-def keep_nonempty(pairs: Iterable[tuple[str, str]], where: str) -> list[tuple[str, str]]:
-    """Strip both sides, drop pairs with an empty side (with one warning), refuse an empty corpus."""
+def keep_nonempty(pairs: Iterable[tuple[str, str]], where: str, empty: str = "it holds no pair at all"
+                  ) -> list[tuple[str, str]]:
+    """Strip both sides, drop pairs with an empty side (with one warning), refuse an empty corpus; ``empty`` says
+    what it means that ``pairs`` held nothing at all."""
     kept, skipped, first, total = [], 0, 0, 0
     for total, (src, tgt) in enumerate(pairs, start=1):
         src, tgt = src.strip(), tgt.strip()
@@ -141,8 +167,8 @@ def keep_nonempty(pairs: Iterable[tuple[str, str]], where: str) -> list[tuple[st
             skipped += 1
             first = first or total
     if not kept:
-        raise DataError(f"{where} contains no sentence pair: {total} lines, each empty on one side or both. "
-                        f"Check that the paths point to the right files.")
+        why = empty if total == 0 else f"its {total} line{'s' if total > 1 else ''} are each empty on one side or both"
+        raise DataError(f"{where} contains no sentence pair: {why}. Check that the paths point to the right files.")
     if skipped:
         warnings.warn(f"Skipped {skipped} of {total} line pairs of {where} that are empty on one side or both "
                       f"(the first at line {first}).", UserWarning, stacklevel=3)
@@ -154,11 +180,19 @@ def read_parallel(source_path: str | Path, target_path: str | Path) -> list[tupl
     source, target = list(iter_lines(source_path)), list(iter_lines(target_path))
     if len(source) != len(target):
         raise _count_mismatch(source, target, (str(source_path), str(target_path)))
-    return keep_nonempty(zip(source, target), f"{source_path} / {target_path}")
+    return keep_nonempty(zip(source, target), f"{source_path} / {target_path}", "both files are empty")
 
 
-def read_tsv(path: str | Path, source_col: int = 0, target_col: int = 1) -> list[tuple[str, str]]:
-    """Read (source, target) pairs from tab-separated columns ``source_col`` and ``target_col`` (0-based)."""
+#: The fix :func:`read_tsv` gives for a line with too few columns that may be a file of sources alone.
+SOURCES_ALONE = ("If this is a file of source sentences alone, give their references as a second file (`hourglass "
+                 "evaluate RUN --data SRC --ref REF`, or data.source and data.target).")
+
+
+def read_tsv(path: str | Path, source_col: int = 0, target_col: int = 1, sources_alone: str = SOURCES_ALONE
+             ) -> list[tuple[str, str]]:
+    """Read (source, target) pairs from tab-separated columns ``source_col`` and ``target_col`` (0-based).
+    ``sources_alone`` ends the error for a line with too few columns: where to give the references when the
+    file holds the sources alone (the caller knows the option that does it)."""
     need = max(source_col, target_col) + 1
     widths: dict[int, list[int]] = {}  # column count -> [lines with it, its first line]
 
@@ -172,14 +206,12 @@ def read_tsv(path: str | Path, source_col: int = 0, target_col: int = 1) -> list
             if len(fields) < need:
                 raise DataError(
                     f"{path}, line {number}: {len(fields)} tab-separated column(s), but source_col={source_col} "
-                    f"and target_col={target_col} need {need}: {_quote(line)}. Check that the columns are "
-                    f"separated by tabs (not spaces), or change source_col/target_col. If this is a file of "
-                    f"source sentences alone, give their references as a second file (`hourglass evaluate RUN "
-                    f"--data SRC --ref REF`, or data.source and data.target)."
+                    f"and target_col={target_col} need {need}: {quote(line)}. Check that the columns are "
+                    f"separated by tabs (not spaces), or change source_col/target_col. {sources_alone}"
                 )
             yield fields[source_col], fields[target_col]
 
-    kept = keep_nonempty(pairs(), str(path))
+    kept = keep_nonempty(pairs(), str(path), "the file is empty")
     if len(widths) > 1:  # e.g. a tab inside one sentence shifts the columns of its line
         usual = max(widths, key=lambda w: widths[w][0])
         odd = sorted((w, *widths[w]) for w in widths if w != usual)
@@ -215,7 +247,7 @@ def read_jsonl(path: str | Path, source_field: str, target_field: str) -> list[t
                                 f"{', '.join(map(repr, record)) or 'none'}. {fix}")
             yield tuple(field_text(record[f], f, where, fix) for f in fields)
 
-    return keep_nonempty(pairs(), str(path))
+    return keep_nonempty(pairs(), str(path), "the file holds no JSON line")
 
 
 def json_records(path: str | Path, example: str) -> Iterator[tuple[str, dict]]:
@@ -244,6 +276,6 @@ def field_text(value: object, field: str, where: str, fix: str) -> str:
     if value is None:
         return ""
     if not isinstance(value, str):
-        raise DataError(f"{where}: field {field!r} holds a JSON {type(value).__name__} ({_quote(str(value))}), not "
+        raise DataError(f"{where}: field {field!r} holds a JSON {type(value).__name__} ({quote(str(value))}), not "
                         f"text. {fix}")
     return " ".join(value.split())

@@ -19,6 +19,7 @@ from typing import Iterable, Iterator, Literal, Sequence
 
 import sentencepiece as spm
 
+from hourglass.data.text import undecodable
 from hourglass.errors import ConfigError, DataError
 from hourglass.io import atomic_write, atomic_write_json
 
@@ -108,7 +109,10 @@ class Tokenizer:
 
     def encode(self, text: str) -> list[int]:
         """A line of text -> piece ids, without bos and eos."""
-        return self._sp.EncodeAsIds(text)
+        try:
+            return self._sp.EncodeAsIds(text)
+        except RuntimeError:  # SentencePiece's only words for a lone surrogate: "Unable to cast ..."
+            raise _not_text(text) from None
 
     def decode(self, ids: Iterable[int]) -> str:
         """Piece ids -> text. pad, bos and eos are dropped."""
@@ -116,7 +120,10 @@ class Tokenizer:
 
     def pieces(self, text: str) -> list[str]:
         """A line of text -> its pieces as strings (for inspection; ``▁`` marks a preceding space)."""
-        return self._sp.EncodeAsPieces(text)
+        try:
+            return self._sp.EncodeAsPieces(text)
+        except RuntimeError:
+            raise _not_text(text) from None
 
 
 class _Counted:
@@ -130,6 +137,17 @@ class _Counted:
             if line.strip():
                 self.nonempty += 1
             yield line
+
+
+def _not_text(text: object) -> Exception:
+    """The error for a string SentencePiece refused: bytes that are not UTF-8 (lone surrogates, which Python's
+    surrogateescape leaves in command-line arguments and file names), or something that is not a string."""
+    bad = undecodable(text) if isinstance(text, str) else None
+    if bad is None:
+        return TypeError(f"Tokenizer.encode takes a string, got {type(text).__name__}")
+    position, raw = bad
+    return DataError(f"The text holds bytes that are not UTF-8 ({raw!r} at character {position}), which a tokenizer "
+                     "cannot read. Give UTF-8 text (decode bytes with .decode('utf-8'), not surrogateescape).")
 
 
 def _record_path(path: Path) -> Path:
@@ -155,15 +173,25 @@ def _check_record(path: Path, data: bytes, pieces: int) -> None:
         )
 
 
+class VocabTooSmall(ConfigError):
+    """``vocab_size`` leaves no room for every character of the training text; ``needed`` is the least that does.
+    The message names the argument of :meth:`Tokenizer.train`; a caller that set it from a config (the parallel
+    data's ``data.vocab``) says so in its own words."""
+
+    def __init__(self, message: str, *, vocab_size: int, needed: int) -> None:
+        super().__init__(message)
+        self.vocab_size, self.needed = vocab_size, needed
+
+
 def _explain(err: RuntimeError, vocab_size: int) -> Exception:
     """Turn SentencePiece's internal check failures into one user-facing paragraph."""
     found = re.search(r"smaller than required_chars\. (\d+) vs (\d+)", str(err))
     if found:
         need = int(found.group(2))
-        return ConfigError(
-            f"Tokenizer vocab_size={vocab_size} is too small: the training text has {need - 4} distinct "
+        return VocabTooSmall(
+            f"Tokenizer.train: vocab_size={vocab_size} is too small: the training text has {need - 4} distinct "
             f"characters, and with the 4 special ids (pad, unk, bos, eos) the vocabulary needs at least {need} "
-            f"entries. Raise vocab_size to {need} or more (a few thousand is usual), or lower "
-            "character_coverage so that rare characters become unk."
-        )
+            f"entries. Raise the vocab_size argument to {need} or more (a few thousand is usual), or lower the "
+            "character_coverage argument (below 1.0) so that rare characters become unk.",
+            vocab_size=vocab_size, needed=need)
     return DataError(f"SentencePiece could not train a tokenizer: {err}")

@@ -135,6 +135,8 @@ class TransformerDecoder(SequenceDecoder):
     """Pre-norm Transformer decoder over the encoder memory (module docstring)."""
 
     needs: ClassVar[tuple[str, ...]] = ("memory",)
+    #: The option of model.decoder that sets :attr:`max_inputs` (named when the data would feed it more).
+    max_inputs_option: ClassVar[str] = "max_len"
 
     def __init__(
         self,

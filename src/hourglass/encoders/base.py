@@ -18,6 +18,14 @@ class Encoder(nn.Module):
 
     modality: ClassVar[str] = "image"
     spec: CodeSpec
+    #: The option of model.encoder that sets :attr:`max_inputs` ("max_len"); None: fixed (a pretrained table).
+    max_inputs_option: ClassVar[str | None] = None
+
+    @property
+    def max_inputs(self) -> int | None:
+        """The most tokens one source may hold (a Transformer's position table); None: no limit (RNNs, images).
+        The data must cut its sources to it: ``data.max_length`` is checked against it when training starts."""
+        return None
 
     def forward(self, x: Tensor) -> Code:  # pragma: no cover - abstract
         raise NotImplementedError

@@ -103,6 +103,10 @@ class HFTextEncoder(Encoder):
             self.model.eval()
         return self
 
+    @property
+    def max_inputs(self) -> int:
+        return self.max_len  # the pretrained model's position table (max_position_embeddings)
+
     def forward(self, tokens: Tensor) -> Code:
         """tokens (B, S) long -> Code with memory (B, S, H), memory_mask (B, S) and vector (B, H)."""
         if tokens.shape[1] > self.max_len:

@@ -86,6 +86,7 @@ class TransformerEncoder(Encoder):
     """A stack of pre-norm self-attention layers over embedded tokens (module docstring)."""
 
     modality: ClassVar[str] = "tokens"
+    max_inputs_option: ClassVar[str | None] = "max_len"
 
     def __init__(
         self,
@@ -111,6 +112,10 @@ class TransformerEncoder(Encoder):
         self.layers = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
         self.norm = nn.LayerNorm(d_model)  # pre-norm leaves the last residual stream unnormalized
         self.spec = CodeSpec(vector=d_model, memory=d_model, tokens=vocab_size)
+
+    @property
+    def max_inputs(self) -> int:
+        return self.embedding.max_len
 
     def forward(self, tokens: Tensor) -> Code:
         """tokens (B, S) long -> Code with memory (B, S, D), memory_mask (B, S) and vector (B, D)."""

@@ -32,6 +32,9 @@ this task provides:
   dataloader would make it. Text truncates a source longer than ``data.max_length`` with a warning.
 - ``item_labels(item) -> list[str] | None``: :meth:`source_labels` for a new raw input (as ``encode_sources``
   encodes it).
+- optional, for data that feeds a model sequences: ``check_model(model)``, called when training starts, refuses a
+  model whose position tables are shorter than what the data lets through (a ConfigError), and
+  ``read_for(model)``, called before a trained model reads new data, cuts the data to what the model reads.
 - optional, for sources that are not sequences: ``draw_attention(index, words, weights (T + 1, S), path,
   stage="val", image=None) -> Path`` draws a hypothesis' attention on the source (an image; Xu et al. 2015).
 
@@ -145,7 +148,8 @@ class Seq2SeqTask(Task):
     ``max_len_ratio`` for final evaluation and translation; ``val_beam`` for the BLEU computed at every
     validation (1 = greedy, 0 = none); ``no_repeat_ngram`` forbids repeating an n-gram of the output in search
     (Paulus et al. 2018; 3 is usual for summaries; 0 = off); ``min_len``, the fewest output tokens before eos
-    (summaries: See et al. 2017 use 35; 0 = off; a sentence's own limit below wins); ``coverage_loss``, the
+    (summaries: See et al. 2017 use 35; 0 = off; above ``max_len`` it is refused, but a sentence's own, shorter
+    limit from ``max_len_ratio`` wins over it, as in :mod:`hourglass.search`); ``coverage_loss``, the
     weight of See et al.'s (2017) coverage loss (:func:`coverage_penalty`; 1.0 in the paper, 0 = off); ``rouge``
     adds ROUGE-1/2/L (summarization) to BLEU and chrF, at validation (``val/rougeL``, ...) and in ``evaluate``.
     Outputs are at most
@@ -200,7 +204,10 @@ class Seq2SeqTask(Task):
                               f"{coverage_loss}) and needs a decoder with attention (decoder "
                               f'"{model.names["decoder"]}" attends: {self.decoder.attends}). Use 0 to switch it off.')
         self.coverage_loss, self.rouge, self.no_repeat_ngram = coverage_loss, rouge, no_repeat_ngram
-        self.min_len = min_len
+        self.min_len, self.max_len = min_len, max_len
+        clash = self.length_clash("task.min_len", "task.max_len")
+        if clash:
+            raise ConfigError(clash)
         # Set by `translate --sample` and `chat --sample` (not a config option): sample() keyword arguments and a
         # "seed", used instead of the search; None: greedy or beam search. The generator is made on first use, on
         # the device the model is on then.
@@ -208,7 +215,7 @@ class Seq2SeqTask(Task):
         self._generator: torch.Generator | None = None
         self.label_smoothing, self.teacher_forcing, self.beam_prune = label_smoothing, teacher_forcing, beam_prune
         self.beam, self.length_penalty, self.val_beam = beam, length_penalty, val_beam
-        self.max_len, self.max_len_ratio, self.max_len_offset = max_len, max_len_ratio, max_len_offset
+        self.max_len_ratio, self.max_len_offset = max_len_ratio, max_len_offset
         self.n_examples, self.n_attention = examples, attention_plots
         self._val_outputs: dict[int, str] = {}
         self.last_outputs: dict[int, str] = {}  # index -> hypothesis of the last evaluate()
@@ -216,6 +223,38 @@ class Seq2SeqTask(Task):
     @property
     def decoder(self) -> SequenceDecoder:
         return self.model.decoder
+
+    def longest_output(self) -> int:
+        """The most tokens an output may have: ``max_len``, or fewer when the decoder's position table (bos
+        included) is shorter."""
+        inputs = getattr(self.decoder, "max_inputs", None)  # a search feeds bos and then up to max_len tokens
+        return self.max_len if inputs is None else min(self.max_len, inputs - 1)
+
+    def length_clash(self, min_name: str, max_name: str, raise_max: str | None = None) -> str | None:
+        """Why ``min_len`` can never be met (the message, naming the two settings as given, and ``raise_max``, how
+        to raise max_len), or None. A fixed contradiction is refused; a sentence's own limit from
+        ``max_len_ratio`` below ``min_len`` is not: it wins (hourglass.search)."""
+        cap = self.longest_output()
+        if self.min_len <= cap:
+            return None
+        why = (f"{max_name}={self.max_len}" if cap == self.max_len else
+               f"the {cap} output tokens that model.decoder.max_len={cap + 1} allows (bos takes one position)")
+        fix = (raise_max or f"raise {max_name}") if cap == self.max_len else "train with a larger model.decoder.max_len"
+        return (f"{min_name}={self.min_len} is above {why}: an output ends at its maximum length, so it could never "
+                f"be {self.min_len} tokens long. Lower {min_name}, or {fix}.")
+
+    def setup(self, stage: str) -> None:
+        """Lightning, as training starts: refuse a model whose position tables are shorter than what the data lets
+        through (the data's ``check_model``), before a long batch meets them."""
+        data = getattr(self.trainer, "datamodule", None)
+        if stage == "fit" and hasattr(data, "check_model"):
+            data.check_model(self.model)
+
+    def read_with(self, data: Seq2SeqData) -> None:
+        """Before this (trained) model reads new data: let the data cut its sources to what the encoder reads
+        (the data's ``read_for``; a run trained before ``check_model`` existed may have fewer positions)."""
+        if hasattr(data, "read_for"):
+            data.read_for(self.model)
 
     # -- training -----------------------------------------------------------------------------------------------
     def _sampled_inputs(self, inputs: Tensor, state: Any, pad_id: int) -> Tensor:
@@ -252,8 +291,7 @@ class Seq2SeqTask(Task):
 
     # -- generation ---------------------------------------------------------------------------------------------
     def _limits(self, code: Code, max_len_ratio: float | None) -> int | Tensor:
-        inputs = self.decoder.max_inputs  # a search feeds bos and then up to max_len tokens
-        cap = self.max_len if inputs is None else min(self.max_len, inputs - 1)
+        cap = self.longest_output()
         if max_len_ratio is None or code.memory_mask is None:
             return cap
         length = code.memory_mask.flatten(1).sum(1).float()  # (B,) real source positions
@@ -304,6 +342,7 @@ class Seq2SeqTask(Task):
         results: list[list[tuple[str, float]]] = [[("", 0.0)] * nbest for _ in items]
         if not real:
             return results
+        self.read_with(data)
         source = data.encode_sources([items[i] for i in real])  # (B, S) token ids, or a batch of images
         decode = data.target_tokenizer.decode
         pad_id = getattr(getattr(data, "source_tokenizer", None), "pad_id", PAD_ID)  # what encode_sources pads with
@@ -343,6 +382,7 @@ class Seq2SeqTask(Task):
         """Beam search (``beam``) over the validation split: BLEU, chrF, exact match, loss and perplexity."""
         was_training = self.training
         self.eval()
+        self.read_with(data)
         outputs, losses, nlls, tokens = {}, 0.0, 0.0, 0
         decode = data.target_tokenizer.decode
         for batch in data.val_dataloader():
