@@ -185,7 +185,7 @@ def _refuse_unfinished(run: Path) -> None:
     from hourglass.checkpoint import checkpoint_step
 
     folder = run / "checkpoints"
-    found = sorted(folder.glob("*.safetensors"), key=lambda p: p.stat().st_mtime) if folder.is_dir() else []
+    found = sorted(folder.glob("*.safetensors")) if folder.is_dir() else []
     if not found:
         return
     weights = run / "model.safetensors"

@@ -98,6 +98,11 @@ def _header(f, file_size: int) -> tuple[bytes, dict[str, Any]] | None:
     return (first + raw, header) if isinstance(header, dict) else None
 
 
+def _fix(restore: str | Callable[[], str]) -> str:
+    """The fix an error gives: ``restore`` itself, or what it finds when it is a function (called only then)."""
+    return restore() if callable(restore) else restore
+
+
 def check_checksum(path: Path, restore: str | Callable[[], str]) -> None:
     """``path`` against the checksum in its header (:func:`save_safetensors`); nothing to check when it has none (a
     file from before the record, or of the user's own) or its header cannot be read (the reader names that).
@@ -117,7 +122,7 @@ def check_checksum(path: Path, restore: str | Callable[[], str]) -> None:
             raise CheckpointError(
                 f'{path}: the field "{CHECKSUM_FIELD}" in its header should be 64 hexadecimal digits, but it is '
                 f"{recorded!r}; the header was changed after hourglass wrote it, so the file cannot be trusted. "
-                f"{restore() if callable(restore) else restore}"
+                f"{_fix(restore)}"
             )
         ends = [v["data_offsets"][1] for k, v in header.items() if k != "__metadata__" and isinstance(v, dict)
                 and isinstance(v.get("data_offsets"), list) and len(v["data_offsets"]) == 2]
@@ -132,7 +137,7 @@ def check_checksum(path: Path, restore: str | Callable[[], str]) -> None:
     raise CheckpointError(
         f'{path} does not match the checksum recorded when it was written (the field "{CHECKSUM_FIELD}" in its '
         f"header): {how}. Its weights would give wrong results, so it is not loaded. "
-        f"{restore() if callable(restore) else restore}"
+        f"{_fix(restore)}"
     )
 
 
@@ -187,7 +192,7 @@ def check_finite(state: dict[str, torch.Tensor], source: Path, restore: str | Ca
         raise CheckpointError(
             f"{source} holds NaN or infinite values in {len(bad)} tensor{'s' if len(bad) > 1 else ''} ({names}), "
             f"which would give empty or garbage outputs, so it is not loaded. "
-            f"{restore() if callable(restore) else restore}"
+            f"{_fix(restore)}"
         )
 
 

@@ -32,7 +32,7 @@ this task provides:
   dataloader would make it. Text truncates a source longer than ``data.max_length`` with a warning.
 - ``item_labels(item) -> list[str] | None``: :meth:`source_labels` for a new raw input (as ``encode_sources``
   encodes it).
-- optional, for data that feeds a model sequences: ``check_model(model)``, called when training starts, refuses a
+- optional, for data that feeds a model sequences: ``check_model(model)``, called by ``training.train`` before it writes anything, refuses a
   model whose position tables are shorter than what the data lets through (a ConfigError), and
   ``read_for(model)``, called before a trained model reads new data, cuts the data to what the model reads.
 - optional, for sources that are not sequences: ``draw_attention(index, words, weights (T + 1, S), path,
@@ -242,13 +242,6 @@ class Seq2SeqTask(Task):
         fix = (raise_max or f"raise {max_name}") if cap == self.max_len else "train with a larger model.decoder.max_len"
         return (f"{min_name}={self.min_len} is above {why}: an output ends at its maximum length, so it could never "
                 f"be {self.min_len} tokens long. Lower {min_name}, or {fix}.")
-
-    def setup(self, stage: str) -> None:
-        """Lightning, as training starts: refuse a model whose position tables are shorter than what the data lets
-        through (the data's ``check_model``), before a long batch meets them."""
-        data = getattr(self.trainer, "datamodule", None)
-        if stage == "fit" and hasattr(data, "check_model"):
-            data.check_model(self.model)
 
     def read_with(self, data: Seq2SeqData) -> None:
         """Before this (trained) model reads new data: let the data cut its sources to what the encoder reads
