@@ -10,6 +10,9 @@ The ratios, on the first N sentences of a source file (default: Multi30k test_20
 5. with ``--sweep 32,64,...``: beam ``--beam`` and greedy, batched, at each of those batch sizes (sentences), and
    their ratio at each. Greedy keeps gaining from larger batches after beam search has stopped gaining (K times
    the rows), so the ratio at one shared batch size depends on that size.
+6. for a run with ``output_vocab.json`` (the pieces its training targets use, which search keeps to by default):
+   beam and greedy over the whole vocabulary too (``task.restrict_output = False``), batched, their ratio, and how
+   many beam outputs the shortlist changed.
 
 The variants run in rounds, each once per round (``--repeats`` rounds), and each keeps its fastest time: a noisy
 spell of a shared machine then slows every variant alike, and the fastest run is the least disturbed. The outputs
@@ -115,8 +118,19 @@ def main() -> int:
     for size in args.sweep:
         variants[f"sweep_beam_{size}"] = lambda size=size: translate(args.beam, size)
         variants[f"sweep_greedy_{size}"] = lambda size=size: translate(1, size)
+    def whole_vocabulary(beam: int) -> list[str]:
+        task.restrict_output = False
+        try:
+            return translate(beam, args.batch)
+        finally:
+            task.restrict_output = True
+
     if hasattr(task.decoder, "use_cache"):
         variants["beam_uncached"] = uncached
+    shortlist = getattr(data, "output_vocab", None) is not None and task.restrict_output
+    if shortlist:
+        variants["beam_whole_vocab"] = lambda: whole_vocabulary(args.beam)
+        variants["greedy_whole_vocab"] = lambda: whole_vocabulary(1)
     if args.prune is not None:
         variants["beam_pruned_batched"] = pruned
         res["prune"] = args.prune
@@ -130,6 +144,14 @@ def main() -> int:
     if "beam_pruned_batched" in t:
         res.update(pruned_over_greedy=t["beam_pruned_batched"] / t["greedy_batched"],
                    pruned_changed=sum(a != b for a, b in zip(out["beam_pruned_batched"], out["beam_batched"])))
+    if shortlist:
+        res.update(output_vocab=len(data.output_vocab), vocab=data.target_tokenizer.vocab_size,
+                   whole_vocab_beam_over_greedy=t["beam_whole_vocab"] / t["greedy_whole_vocab"],
+                   shortlist_speedup_beam=t["beam_whole_vocab"] / t["beam_batched"],
+                   shortlist_speedup_greedy=t["greedy_whole_vocab"] / t["greedy_batched"],
+                   shortlist_changed_beam=sum(a != b for a, b in zip(out["beam_whole_vocab"], out["beam_batched"])),
+                   shortlist_changed_greedy=sum(a != b for a, b in zip(out["greedy_whole_vocab"],
+                                                                       out["greedy_batched"])))
     if "beam_uncached" in t:
         res.update(cache_speedup=t["beam_uncached"] / t["beam_batched"],
                    cached_equals_uncached=out["beam_uncached"] == out["beam_batched"])

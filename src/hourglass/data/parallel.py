@@ -20,7 +20,8 @@ Reading (line counts, empty lines, bytes that are not UTF-8) is :mod:`hourglass.
 tokenizers (:mod:`hourglass.data.tokenizer`) are trained on the training side(s) only: one joint vocabulary
 (``joint_vocab``, needed to tie the encoder's and decoder's embeddings) or one per side. They are saved in the
 run directory (``tokenizer.model``, or ``source.model`` and ``target.model``) and loaded from there, so that a
-trained run never reads its training files again to translate.
+trained run never reads its training files again to translate. Beside them, ``output_vocab.json`` lists the pieces the training
+targets use, which search keeps to (:mod:`hourglass.data.output_vocab`).
 
 A sentence longer than ``max_length`` pieces is truncated with a warning (a count), never refused. A model with a
 position table (Transformer ``max_len``) must hold what this lets through: the encoder reads a source of up to
@@ -47,6 +48,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from hourglass._registry import register_dataset
+from hourglass.data import output_vocab
 from hourglass.data.base import DataModule
 from hourglass.data.batching import TokenBatchSampler, collate, pad
 from hourglass.data.positions import PositionLimits, positions
@@ -168,6 +170,7 @@ class ParallelDataModule(PositionLimits, DataModule):
         self.turns_field, self.context_turns, self.respond_as = turns_field, context_turns, respond_as
         self.val_fraction, self.train_limit = val_fraction, train_limit
         self.vocab, self.joint_vocab, self.model_type = vocab, joint_vocab, tokenizer
+        self.output_vocab: list[int] | None = None  # the ids the training targets use (data/output_vocab.py)
         self.max_length, self.max_tokens, self.num_workers, self.seed = max_length, max_tokens, num_workers, seed
         # (limit, the option that sets it) for targets: named in the truncation warning
         self.target_limit = (max_target_length, "max_target_length") if max_target_length else (max_length,
@@ -309,6 +312,8 @@ class ParallelDataModule(PositionLimits, DataModule):
         else:
             self.source_tokenizer.save(run_dir / SOURCE)
             self.target_tokenizer.save(run_dir / TARGET)
+        self.output_vocab = output_vocab.seen_pieces(self.encoded("train").targets)
+        output_vocab.save(run_dir, self.output_vocab, self.target_tokenizer.vocab_size)
 
     early_artifacts = True
 
@@ -328,6 +333,7 @@ class ParallelDataModule(PositionLimits, DataModule):
                     "other pieces, which its weights would not fit)."
                 )
         self._load_tokenizers(run_dir)
+        self.output_vocab = output_vocab.load(run_dir, self.target_tokenizer.vocab_size)
         self._trained = True
 
     def _load_tokenizers(self, run_dir: Path) -> None:

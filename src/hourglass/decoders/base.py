@@ -41,6 +41,8 @@ class SequenceDecoder(nn.Module):
       logits belong to the caller, which may overwrite them (search turns them into log-probabilities in
       place); a decoder never keeps them, nor returns a tensor that its state or parameters hold.
     - ``reorder_state(state, index (B',)) -> state``: select/repeat batch rows (beam search).
+    - ``narrow_vocabulary(ids (V',)) -> decoder or None``: a copy that reads and writes only the pieces ``ids``,
+      numbered 0..V'-1 (decoders/narrow.py); None (the default) when it cannot.
     """
 
     needs: ClassVar[tuple[str, ...]] = ("memory",)
@@ -69,6 +71,10 @@ class SequenceDecoder(nn.Module):
 
     def reorder_state(self, state: Any, index: Tensor) -> Any:  # pragma: no cover
         raise NotImplementedError
+
+    def narrow_vocabulary(self, ids: Tensor) -> SequenceDecoder | None:
+        """A copy of this decoder for search over the vocabulary rows ``ids`` only, or None: not supported."""
+        return None
 
 
 def regroup(index: Tensor, groups: int, sources: int, slots: Tensor | None = None

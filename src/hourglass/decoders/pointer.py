@@ -109,6 +109,10 @@ class PointerRNNDecoder(AttentionRNNDecoder):
                          tie_embeddings=tie_embeddings)
         self.switch = nn.Linear(code.memory + hidden + embed, 1)  # p_gen from [c_t; s_t; x_t] (eq. 8)
 
+    def narrow_vocabulary(self, ids: Tensor) -> None:
+        """Not narrowed: the copy distribution puts probability on source ids anywhere in the vocabulary."""
+        return None
+
     def _build_attention(self, kind: str, query_dim: int, memory_dim: int) -> AdditiveAttention:
         return AdditiveAttention(query_dim=query_dim, memory_dim=memory_dim, coverage=self.coverage)  # (eq. 11)
 
@@ -183,6 +187,8 @@ class TransformerPointerDecoder(TransformerDecoder):
                          layers=layers, ff=ff, dropout=dropout, max_len=max_len, positions=positions,
                          tie_embeddings=tie_embeddings, use_cache=use_cache)
         self.switch = nn.Linear(d_model, 1)  # p_gen from the top layer's state
+
+    narrow_vocabulary = PointerRNNDecoder.narrow_vocabulary  # not narrowed, as the RNN pointer decoders
 
     def init_state(self, code: Code) -> TransformerState:
         return super().init_state(code)._replace(tokens=code.tokens)

@@ -26,6 +26,7 @@ from hourglass._registry import register_decoder
 from hourglass.attention import Attention, AttentionKind, make_attention
 from hourglass.code import Code, CodeSpec
 from hourglass.decoders.base import SequenceDecoder, from_grid, regroup, to_grid
+from hourglass.decoders.narrow import narrow_modules
 from hourglass.options import Probability, Size
 
 _CELLS = {"gru": nn.GRU, "lstm": nn.LSTM}
@@ -98,6 +99,9 @@ class _RecurrentDecoder(SequenceDecoder):
     def _project(self, o: Tensor) -> Tensor:
         """o (..., E) -> logits (..., V)."""
         return self.output(self.dropout(o))
+
+    def narrow_vocabulary(self, ids: Tensor) -> SequenceDecoder:
+        return narrow_modules(self, ids, embedding="embedding", output="output")
 
 
 class RNNDecoder(_RecurrentDecoder):

@@ -29,6 +29,7 @@ from hourglass._registry import register_decoder
 from hourglass.attention import masked_softmax
 from hourglass.code import Code, CodeSpec
 from hourglass.decoders.base import SequenceDecoder, from_grid, regroup, to_grid
+from hourglass.decoders.narrow import narrow_modules
 from hourglass.encoders.transformer import Positions, TokenEmbedding, check_heads
 from hourglass.options import Probability, Size
 
@@ -171,6 +172,9 @@ class TransformerDecoder(SequenceDecoder):
     @property
     def max_inputs(self) -> int:
         return self.embedding.max_len
+
+    def narrow_vocabulary(self, ids: Tensor) -> SequenceDecoder | None:
+        return narrow_modules(self, ids, embedding="embedding.tokens", output="output")
 
     def init_state(self, code: Code) -> TransformerState:
         kvs = [layer.cross_attn.project_kv(code.memory) for layer in self.layers]  # L x (B, h, S, dh)

@@ -58,6 +58,7 @@ from hourglass.code import Code
 from hourglass.config import TrainConfig
 from hourglass.data.tokenizer import PAD_ID, Tokenizer
 from hourglass.decoders.base import SequenceDecoder
+from hourglass.decoders.narrow import narrow, shortlist_ids
 from hourglass.errors import ConfigError
 from hourglass.model import EncoderDecoder
 from hourglass.nn.argmax import argmax
@@ -151,7 +152,10 @@ class Seq2SeqTask(Task):
     (summaries: See et al. 2017 use 35; 0 = off; above ``max_len`` it is refused, but a sentence's own, shorter
     limit from ``max_len_ratio`` wins over it, as in :mod:`hourglass.search`); ``coverage_loss``, the
     weight of See et al.'s (2017) coverage loss (:func:`coverage_penalty`; 1.0 in the paper, 0 = off); ``rouge``
-    adds ROUGE-1/2/L (summarization) to BLEU and chrF, at validation (``val/rougeL``, ...) and in ``evaluate``.
+    adds ROUGE-1/2/L (summarization) to BLEU and chrF, at validation (``val/rougeL``, ...) and in ``evaluate``;
+    ``restrict_output`` makes a trained run's search keep to the pieces its training targets use (the run's
+    ``output_vocab.json``; decoders/narrow.py), which with a joint vocabulary saves the other language's share of
+    the output layer at every step (False: the whole vocabulary; validation while training always uses it whole).
     Outputs are at most
     ``min(max_len, ceil(max_len_ratio * source length) + max_len_offset)`` tokens; the source length is the
     number of real memory positions (``Code.memory_mask``). A decoder with a position table (Transformer:
@@ -181,6 +185,7 @@ class Seq2SeqTask(Task):
         max_len_offset: Count = 10,
         examples: int = 20,
         attention_plots: int = 3,
+        restrict_output: bool = True,
     ) -> None:
         super().__init__(model=model, train=train, seed=seed)
         if not 0.0 < teacher_forcing <= 1.0:
@@ -219,6 +224,8 @@ class Seq2SeqTask(Task):
         self.n_examples, self.n_attention = examples, attention_plots
         self._val_outputs: dict[int, str] = {}
         self.last_outputs: dict[int, str] = {}  # index -> hypothesis of the last evaluate()
+        self.restrict_output = restrict_output
+        self._output_ids: Tensor | None = None  # set by read_with: the pieces search keeps to, or None (all)
 
     @property
     def decoder(self) -> SequenceDecoder:
@@ -245,9 +252,13 @@ class Seq2SeqTask(Task):
 
     def read_with(self, data: Seq2SeqData) -> None:
         """Before this (trained) model reads new data: let the data cut its sources to what the encoder reads
-        (the data's ``read_for``; a run trained before ``check_model`` existed may have fewer positions)."""
+        (the data's ``read_for``; a run trained before ``check_model`` existed may have fewer positions), and take
+        the data's ``output_vocab`` (the ids its training targets use) as the pieces that search keeps to."""
         if hasattr(data, "read_for"):
             data.read_for(self.model)
+        seen, tok = getattr(data, "output_vocab", None), data.target_tokenizer
+        ids = shortlist_ids(seen, tok.vocab_size, (tok.bos_id, tok.eos_id)) if self.restrict_output and seen else None
+        self._output_ids = ids if ids is not None and len(ids) < tok.vocab_size else None  # None: the whole one
 
     # -- training -----------------------------------------------------------------------------------------------
     def _sampled_inputs(self, inputs: Tensor, state: Any, pad_id: int) -> Tensor:
@@ -305,20 +316,29 @@ class Seq2SeqTask(Task):
         ratio = self.max_len_ratio if max_len_ratio is ... else max_len_ratio
         code = self.model.encode(source.to(self.device))
         limit = self._limits(code, ratio)
-        ids = dict(bos=tokenizer.bos_id, eos=tokenizer.eos_id, max_len=limit, min_len=self.min_len,
-                   attention=attention)
+        short = None if self._output_ids is None else narrow(self.decoder, self._output_ids, bos=tokenizer.bos_id,
+                                                              eos=tokenizer.eos_id)
+        decoder, bos, eos = ((self.decoder, tokenizer.bos_id, tokenizer.eos_id) if short is None else
+                             (short.decoder, short.bos, short.eos))
+        hyps = self._search(decoder, code, limit, bos, eos, beam, nbest, length_penalty, attention)
+        return hyps if short is None else short.widen(hyps)
+
+    def _search(self, decoder: SequenceDecoder, code: Code, limit: int | Tensor, bos: int, eos: int, beam: int,
+                nbest: int, length_penalty: float | None, attention: bool) -> Hypotheses:
+        """:meth:`generate`'s search on ``decoder`` (the model's, or one narrowed to the output vocabulary)."""
+        ids = dict(bos=bos, eos=eos, max_len=limit, min_len=self.min_len, attention=attention)
         if self.sampling is not None:
             options = {k: v for k, v in self.sampling.items() if k != "seed"}
             if self._generator is None or self._generator.device != self.device:
                 self._generator = torch.Generator(device=self.device).manual_seed(self.sampling.get("seed", 0))
-            return sample(self.decoder, code, **ids, **options, no_repeat_ngram=self.no_repeat_ngram,
+            return sample(decoder, code, **ids, **options, no_repeat_ngram=self.no_repeat_ngram,
                           generator=self._generator)
         alpha = self.length_penalty if length_penalty is None else length_penalty
         if beam == 1 and nbest == 1 and not self.no_repeat_ngram:
-            found = greedy(self.decoder, code, **ids)
+            found = greedy(decoder, code, **ids)
             scores = [[s / gnmt_penalty(len(t[0]) + 1, alpha)] for t, (s,) in zip(found.tokens, found.scores)]
             return dataclasses.replace(found, scores=scores)
-        return beam_search(self.decoder, code, beam=beam, nbest=nbest, length_penalty=alpha, prune=self.beam_prune,
+        return beam_search(decoder, code, beam=beam, nbest=nbest, length_penalty=alpha, prune=self.beam_prune,
                            no_repeat_ngram=self.no_repeat_ngram, **ids)
 
     def translate(self, items: Sequence[Any], data: Seq2SeqData, *, beam: int | None = None, nbest: int = 1,
