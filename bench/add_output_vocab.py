@@ -2,7 +2,7 @@
 
 A run trained now saves the list of pieces its training targets use (hourglass/data/output_vocab.py), which search
 then keeps to. An older run decodes over its whole vocabulary; this reads its training targets again (the paths in
-its config.yaml, relative to where it runs) with its own tokenizer and writes the same file training would have.
+its config.yaml) with its own tokenizer and writes the same file training would have.
 
     python bench/add_output_vocab.py RUN
 """

@@ -125,9 +125,24 @@ def test_a_trained_run_saves_the_pieces_of_its_targets_and_keeps_its_outputs_to_
     for nbest in narrowed:
         for text, _ in nbest:
             assert set(tok.encode(text)) <= allowed
+    assert run.task.search_options()["output_vocab"] == len(run.task._output_ids)  # evaluate --json reports it
+    import hourglass.tasks.seq2seq as seq2seq
+
+    source = data.encode_sources(lines)
+    calls = []
+    real_narrow = seq2seq.narrow
+    seq2seq.narrow = lambda *a, **k: calls.append(1) or real_narrow(*a, **k)
+    try:  # validation asks for the whole vocabulary, whatever an earlier read_with left
+        run.task.generate(source, tok, beam=1, shortlist=False)
+        assert not calls
+        run.task.generate(source, tok, beam=1)
+        assert calls
+    finally:
+        seq2seq.narrow = real_narrow
     run.task.restrict_output = False
     whole = run.task.translate(lines, data, beam=3, nbest=3)
     assert run.task._output_ids is None and [n[0][0] for n in whole] == [n[0][0] for n in narrowed]
+    assert "output_vocab" not in run.task.search_options()
 
 
 def test_a_run_without_the_list_or_told_not_to_use_it_decodes_over_its_whole_vocabulary(run_dir, tmp_path):
@@ -150,12 +165,18 @@ def test_a_run_without_the_list_or_told_not_to_use_it_decodes_over_its_whole_voc
 
 @pytest.mark.parametrize("text, words", [
     ("{not json", "could not be read as JSON"),
-    ('{"vocab_size": 40, "ids": [1, 2, 4000]}', "vocabulary ids from 0 to"),
+    ('{"vocab_size": 40, "ids": [1, 2, 4000]}', "vocabulary ids from 0 to 39"),
     ('{"vocab_size": 40, "ids": []}', "non-empty list"),
-    ('{"vocab_size": 8000, "ids": [1, 2]}', "belongs to another run"),
+    ('{"vocab_size": 40, "ids": [1, 2.0, true]}', "non-empty list"),
+    ('{"ids": [1, 2]}', '"vocab_size": 40'),
+    ('{"vocab_size": 8000, "ids": [1, 2, 4000]}', "belongs to another run"),
+    ('{"ids": ' + "[" * 100000 + "]" * 100000 + "}", "could not be read as JSON"),  # nested too deep to parse
+    ('{"vocab_size": 40, "ids": [' + "9" * 5000 + "]}", "could not be read as JSON"),  # too long an integer
+    (b"\xff\xfe{", "could not be read as JSON"),
 ])
 def test_a_damaged_list_is_refused_with_the_file_and_the_fix(tmp_path, text, words):
-    (tmp_path / output_vocab.FILE).write_text(text)
+    path = tmp_path / output_vocab.FILE
+    path.write_bytes(text) if isinstance(text, bytes) else path.write_text(text)
     with pytest.raises(DataError) as err:
         output_vocab.load(tmp_path, 40)
     message = str(err.value)

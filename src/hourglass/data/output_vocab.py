@@ -38,15 +38,17 @@ def load(run_dir: Path, vocab_size: int) -> list[int] | None:
         return None
     fix = (f"Delete {path} to decode over the whole vocabulary (the run's weights do not depend on it), or restore "
            "it from a copy of the run.")
-    try:
+    try:  # ValueError: bad UTF-8 or JSON, or an integer too long to convert; RecursionError: JSON nested too deep
         data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise DataError(f"{path} could not be read as JSON ({err}). {fix}") from None
+    except (OSError, ValueError, RecursionError) as err:
+        raise DataError(f"{path} could not be read as JSON ({str(err)[:200]}). {fix}") from None
+    size = data.get("vocab_size") if isinstance(data, dict) else None
+    if type(size) is int and size != vocab_size:
+        raise DataError(f"{path} was written for a vocabulary of {size} pieces, but the run's tokenizer has "
+                        f"{vocab_size}: it belongs to another run. {fix}")
     ids = data.get("ids") if isinstance(data, dict) else None
-    if not (isinstance(ids, list) and ids and all(type(i) is int and 0 <= i < vocab_size for i in ids)):
-        raise DataError(f"{path} must hold \"ids\": a non-empty list of vocabulary ids from 0 to {vocab_size - 1} "
-                        f"(the run's tokenizer has {vocab_size} pieces). {fix}")
-    if data.get("vocab_size") != vocab_size:
-        raise DataError(f"{path} was written for a vocabulary of {data.get('vocab_size')} pieces, but the run's "
-                        f"tokenizer has {vocab_size}: it belongs to another run. {fix}")
+    if not (size == vocab_size and isinstance(ids, list) and ids
+            and all(type(i) is int and 0 <= i < vocab_size for i in ids)):
+        raise DataError(f"{path} must hold \"vocab_size\": {vocab_size} (the run's tokenizer's) and \"ids\": a "
+                        f"non-empty list of vocabulary ids from 0 to {vocab_size - 1}. {fix}")
     return sorted(set(ids))

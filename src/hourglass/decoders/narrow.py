@@ -13,8 +13,10 @@ This is the static form of a vocabulary shortlist (Marian's lexical shortlists a
 pick one per sentence from the source words; here one list for the run). A decoder opts in with
 ``narrow_vocabulary``; the pointer decoders do not, since they copy source ids from the whole vocabulary.
 
-The narrowed decoder is a shallow copy that shares every other module with the original, and the original is
-untouched, so a decoder that keeps training is never narrowed behind its back; a copy costs one gather of V' rows.
+The narrowed decoder is a shallow copy that shares every other module (and its own parameter and hook dicts) with
+the original, which is untouched, so a decoder that keeps training is never narrowed behind its back. It is made
+for one search and dropped: calling ``.train()``, ``.to()`` or registering a hook on it would reach the shared
+modules of the original. A copy costs one gather of V' rows (two when the embedding and output are not tied).
 """
 from __future__ import annotations
 

@@ -305,18 +305,19 @@ class Seq2SeqTask(Task):
 
     @torch.no_grad()
     def generate(self, source: Tensor, tokenizer: Tokenizer, *, beam: int | None = None, nbest: int = 1,
-                 max_len_ratio: Any = ..., length_penalty: float | None = None, attention: bool = True
-                 ) -> Hypotheses:
+                 max_len_ratio: Any = ..., length_penalty: float | None = None, attention: bool = True,
+                 shortlist: bool = True) -> Hypotheses:
         """A source batch -> hypotheses (token ids; ``tokenizer`` gives bos and eos). beam 1 is greedy search;
         with ``self.sampling`` set, one sample per source, with the minimum length and n-gram blocking (``beam``,
         ``nbest``, the length penalty and pruning are then not used). ``attention=False``: no attention maps
         (``Hypotheses.attention`` all None), which saves the search from keeping them. Greedy and beam scores are
-        both divided by the length penalty, so beam 1 answers the same scores on either path."""
+        both divided by the length penalty, so beam 1 answers the same scores on either path. ``shortlist``: search
+        over the pieces of the last :meth:`read_with`'s ``output_vocab`` when there is one (False: all of them)."""
         beam = self.beam if beam is None else beam
         ratio = self.max_len_ratio if max_len_ratio is ... else max_len_ratio
         code = self.model.encode(source.to(self.device))
         limit = self._limits(code, ratio)
-        short = None if self._output_ids is None else narrow(self.decoder, self._output_ids, bos=tokenizer.bos_id,
+        short = None if self._output_ids is None or not shortlist else narrow(self.decoder, self._output_ids, bos=tokenizer.bos_id,
                                                               eos=tokenizer.eos_id)
         decoder, bos, eos = ((self.decoder, tokenizer.bos_id, tokenizer.eos_id) if short is None else
                              (short.decoder, short.bos, short.eos))
@@ -374,7 +375,8 @@ class Seq2SeqTask(Task):
         super().validation_step(batch, batch_idx)
         data = getattr(self.trainer, "datamodule", None)
         if self.val_beam and hasattr(data, "references"):
-            hyps = self.generate(batch["source"], data.target_tokenizer, beam=self.val_beam, attention=False)
+            hyps = self.generate(batch["source"], data.target_tokenizer, beam=self.val_beam, attention=False,
+                                 shortlist=False)  # the whole vocabulary, as the model trains on it
             decode = data.target_tokenizer.decode
             for i, tokens in zip(batch["index"].tolist(), hyps.best()):
                 self._val_outputs[i] = decode(tokens)
@@ -417,7 +419,8 @@ class Seq2SeqTask(Task):
     def search_options(self) -> dict[str, Any]:
         """The options of the search that made the outputs: beam, length penalty and length limit, and any option
         that is on (so that a score printed by ``evaluate`` says how it was decoded)."""
-        extra = {"beam_prune": self.beam_prune, "min_len": self.min_len, "no_repeat_ngram": self.no_repeat_ngram}
+        extra = {"beam_prune": self.beam_prune, "min_len": self.min_len, "no_repeat_ngram": self.no_repeat_ngram,
+                 "output_vocab": None if self._output_ids is None else len(self._output_ids)}  # pieces searched
         return {"beam": self.beam, "length_penalty": self.length_penalty, "max_len": self.max_len,
                 **{k: v for k, v in extra.items() if v}}
 
