@@ -20,8 +20,8 @@ Reading (line counts, empty lines, bytes that are not UTF-8) is :mod:`hourglass.
 tokenizers (:mod:`hourglass.data.tokenizer`) are trained on the training side(s) only: one joint vocabulary
 (``joint_vocab``, needed to tie the encoder's and decoder's embeddings) or one per side. They are saved in the
 run directory (``tokenizer.model``, or ``source.model`` and ``target.model``) and loaded from there, so that a
-trained run never reads its training files again to translate. Beside them, ``output_vocab.json`` lists the pieces the training
-targets use, which search keeps to (:mod:`hourglass.data.output_vocab`).
+trained run never reads its training files again to translate. Beside them, ``output_vocab.json`` lists the
+pieces the training targets use, which search keeps to (:mod:`hourglass.data.output_vocab`).
 
 A sentence longer than ``max_length`` pieces is truncated with a warning (a count), never refused. A model with a
 position table (Transformer ``max_len``) must hold what this lets through: the encoder reads a source of up to
@@ -406,8 +406,9 @@ class ParallelDataModule(PositionLimits, DataModule):
         self.setup()
         p = self.paths
         return {"source": p["tsv"] or p["jsonl"] or f"{p['source']} -> {p['target']}",
-                "train": len(self.encoded("train")), "val": len(self.encoded("val")), "source_vocab": self.source_tokenizer.vocab_size,
-                "target_vocab": self.target_tokenizer.vocab_size, "joint_vocab": self.joint_vocab}
+                "train": len(self.encoded("train")), "val": len(self.encoded("val")),
+                "source_vocab": self.source_tokenizer.vocab_size, "target_vocab": self.target_tokenizer.vocab_size,
+                "joint_vocab": self.joint_vocab}
 
     # -- loaders ----------------------------------------------------------------------------------------------------
     def _collate(self, items):

@@ -36,7 +36,7 @@ from torch import Tensor, nn
 from hourglass._registry import register_decoder
 from hourglass.attention import AdditiveAttention
 from hourglass.code import Code, CodeSpec
-from hourglass.decoders.base import from_grid
+from hourglass.decoders.base import SequenceDecoder, from_grid
 from hourglass.decoders.rnn import AttentionRNNDecoder, _select
 from hourglass.decoders.transformer import TransformerDecoder, TransformerState
 from hourglass.encoders.transformer import Positions
@@ -188,7 +188,7 @@ class TransformerPointerDecoder(TransformerDecoder):
                          tie_embeddings=tie_embeddings, use_cache=use_cache)
         self.switch = nn.Linear(d_model, 1)  # p_gen from the top layer's state
 
-    narrow_vocabulary = PointerRNNDecoder.narrow_vocabulary  # not narrowed, as the RNN pointer decoders
+    narrow_vocabulary = SequenceDecoder.narrow_vocabulary  # None: not narrowed, as PointerRNNDecoder explains
 
     def init_state(self, code: Code) -> TransformerState:
         return super().init_state(code)._replace(tokens=code.tokens)

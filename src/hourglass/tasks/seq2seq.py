@@ -32,9 +32,10 @@ this task provides:
   dataloader would make it. Text truncates a source longer than ``data.max_length`` with a warning.
 - ``item_labels(item) -> list[str] | None``: :meth:`source_labels` for a new raw input (as ``encode_sources``
   encodes it).
-- optional, for data that feeds a model sequences: ``check_model(model)``, called by ``training.train`` before it writes anything, refuses a
-  model whose position tables are shorter than what the data lets through (a ConfigError), and
-  ``read_for(model)``, called before a trained model reads new data, cuts the data to what the model reads.
+- optional, for data that feeds a model sequences: ``check_model(model)``, called by ``training.train`` before it
+  writes anything, refuses a model whose position tables are shorter than what the data lets through (a
+  ConfigError), and ``read_for(model)``, called before a trained model reads new data, cuts the data to what the
+  model reads.
 - optional, for sources that are not sequences: ``draw_attention(index, words, weights (T + 1, S), path,
   stage="val", image=None) -> Path`` draws a hypothesis' attention on the source (an image; Xu et al. 2015).
 
@@ -317,10 +318,11 @@ class Seq2SeqTask(Task):
         ratio = self.max_len_ratio if max_len_ratio is ... else max_len_ratio
         code = self.model.encode(source.to(self.device))
         limit = self._limits(code, ratio)
-        short = None if self._output_ids is None or not shortlist else narrow(self.decoder, self._output_ids, bos=tokenizer.bos_id,
-                                                              eos=tokenizer.eos_id)
-        decoder, bos, eos = ((self.decoder, tokenizer.bos_id, tokenizer.eos_id) if short is None else
-                             (short.decoder, short.bos, short.eos))
+        decoder, bos, eos = self.decoder, tokenizer.bos_id, tokenizer.eos_id
+        use = shortlist and self._output_ids is not None
+        short = narrow(decoder, self._output_ids, bos=bos, eos=eos) if use else None
+        if short is not None:  # None also when the decoder declines (a pointer decoder)
+            decoder, bos, eos = short.decoder, short.bos, short.eos
         hyps = self._search(decoder, code, limit, bos, eos, beam, nbest, length_penalty, attention)
         return hyps if short is None else short.widen(hyps)
 
