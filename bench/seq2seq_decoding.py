@@ -98,19 +98,17 @@ def main() -> int:
                  "cpu_model": cpu_model(),  # ratios differ by CPU (bench/RESULTS-seq2seq.md)
                  "cpu_capability": torch.backends.cpu.get_cpu_capability(),  # AVX2 or AVX512: timings differ
                  "keep_freed_memory": kept}
-    def pruned() -> list[str]:
-        task.beam_prune = args.prune
-        try:
-            return translate(args.beam, args.batch)
-        finally:
-            task.beam_prune = None
 
-    def uncached() -> list[str]:
-        task.decoder.use_cache = False
-        try:
-            return translate(args.beam, args.batch)
-        finally:
-            task.decoder.use_cache = True
+    def setting(owner: object, name: str, value: object, beam: int = args.beam) -> Callable[[], list[str]]:
+        """A variant: ``translate`` at ``args.batch`` with ``owner.name`` set to ``value``, then set back."""
+        def run() -> list[str]:
+            before = getattr(owner, name)
+            setattr(owner, name, value)
+            try:
+                return translate(beam, args.batch)
+            finally:
+                setattr(owner, name, before)
+        return run
 
     variants = {"beam_batched": lambda: translate(args.beam, args.batch),
                 "beam_one_at_a_time": lambda: translate(args.beam, 1),
@@ -118,21 +116,14 @@ def main() -> int:
     for size in args.sweep:
         variants[f"sweep_beam_{size}"] = lambda size=size: translate(args.beam, size)
         variants[f"sweep_greedy_{size}"] = lambda size=size: translate(1, size)
-    def whole_vocabulary(beam: int) -> list[str]:
-        task.restrict_output = False
-        try:
-            return translate(beam, args.batch)
-        finally:
-            task.restrict_output = True
-
     if hasattr(task.decoder, "use_cache"):
-        variants["beam_uncached"] = uncached
+        variants["beam_uncached"] = setting(task.decoder, "use_cache", False)
     shortlist = getattr(data, "output_vocab", None) is not None and task.restrict_output
-    if shortlist:
-        variants["beam_whole_vocab"] = lambda: whole_vocabulary(args.beam)
-        variants["greedy_whole_vocab"] = lambda: whole_vocabulary(1)
+    if shortlist:  # task.translate's read_with takes restrict_output anew at every call
+        variants["beam_whole_vocab"] = setting(task, "restrict_output", False)
+        variants["greedy_whole_vocab"] = setting(task, "restrict_output", False, beam=1)
     if args.prune is not None:
-        variants["beam_pruned_batched"] = pruned
+        variants["beam_pruned_batched"] = setting(task, "beam_prune", args.prune)
         res["prune"] = args.prune
     with torch.no_grad(), autocast(args.precision, task.device):
         translate(args.beam, args.batch)  # warm-up: first-call allocations and lazy initialisation

@@ -109,9 +109,8 @@ class PointerRNNDecoder(AttentionRNNDecoder):
                          tie_embeddings=tie_embeddings)
         self.switch = nn.Linear(code.memory + hidden + embed, 1)  # p_gen from [c_t; s_t; x_t] (eq. 8)
 
-    def narrow_vocabulary(self, ids: Tensor) -> None:
-        """Not narrowed: the copy distribution puts probability on source ids anywhere in the vocabulary."""
-        return None
+    # Not narrowed (None): the copy distribution puts probability on source ids anywhere in the vocabulary.
+    narrow_vocabulary = SequenceDecoder.narrow_vocabulary
 
     def _build_attention(self, kind: str, query_dim: int, memory_dim: int) -> AdditiveAttention:
         return AdditiveAttention(query_dim=query_dim, memory_dim=memory_dim, coverage=self.coverage)  # (eq. 11)
