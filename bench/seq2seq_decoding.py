@@ -16,16 +16,22 @@ The ratios, on the first N sentences of a source file (default: Multi30k test_20
 
 The variants run in rounds, each once per round (``--repeats`` rounds), and each keeps its fastest time: a noisy
 spell of a shared machine then slows every variant alike, and the fastest run is the least disturbed. The outputs
-of the compared variants must be identical; the script says so.
+of the compared variants must be identical; the script says so. Every round's time is in the JSON too
+(``rounds_s``).
+
+Then ``--pairs`` pairs of beam and greedy search run back to back (beam first in one pair, greedy first in the
+next), and each pair gives a ratio: their median and range show how far the machine's noise moves the ratio of
+item 2, which compares two fastest times that may come from different rounds, minutes apart.
 
     python bench/seq2seq_decoding.py RUN [--source FILE] [--sentences 1000] [--beam 5] [--batch 128] \
-        [--threads N] [--precision 32-true|bf16-mixed] [--prune NATS] [--sweep 32,64,128] [--json FILE]
+        [--threads N] [--precision 32-true|bf16-mixed] [--prune NATS] [--sweep 32,64,128] [--pairs 5] [--json FILE]
 """
 from __future__ import annotations
 
 import argparse
 import json
 import platform
+import statistics
 import time
 from pathlib import Path
 from typing import Callable
@@ -41,17 +47,36 @@ ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_SOURCE = ROOT / ".." / "shared" / "data" / "multi30k" / "test_2016_flickr.de.gz"
 
 
-def interleaved(variants: dict[str, Callable[[], list]], repeats: int) -> tuple[dict[str, float], dict[str, list]]:
+def timed(fn: Callable[[], list]) -> tuple[float, list]:
+    start = time.perf_counter()
+    out = fn()
+    return time.perf_counter() - start, out
+
+
+def interleaved(variants: dict[str, Callable[[], list]], repeats: int
+                ) -> tuple[dict[str, list[float]], dict[str, list]]:
     """Run each variant once per round, ``repeats`` rounds, so that a noisy spell of the machine hits every
-    variant alike; keep each one's fastest time and its outputs."""
-    best = {name: float("inf") for name in variants}
+    variant alike; every round's time of each variant, and its outputs."""
+    times: dict[str, list[float]] = {name: [] for name in variants}
     outputs: dict[str, list] = {}
     for _ in range(repeats):
         for name, fn in variants.items():
-            start = time.perf_counter()
-            outputs[name] = fn()
-            best[name] = min(best[name], time.perf_counter() - start)
-    return best, outputs
+            seconds, outputs[name] = timed(fn)
+            times[name].append(seconds)
+    return times, outputs
+
+
+def paired_ratios(first: Callable[[], list], second: Callable[[], list], pairs: int) -> list[float]:
+    """``pairs`` ratios time(first) / time(second), the two run back to back, in alternating order so that a
+    machine that speeds up or slows down within a pair favours neither."""
+    ratios = []
+    for i in range(pairs):
+        if i % 2 == 0:
+            a, b = timed(first)[0], timed(second)[0]
+        else:
+            b, a = timed(second)[0], timed(first)[0]
+        ratios.append(a / b)
+    return ratios
 
 
 def cpu_model() -> str:
@@ -78,6 +103,8 @@ def main() -> int:
     p.add_argument("--sweep", type=lambda text: [int(x) for x in text.split(",")], default=[],
                    help="also time beam and greedy, batched, at each of these batch sizes, e.g. 32,64,128,256,640 "
                         "(a size equal to --batch is timed again: the two rows show the machine's noise)")
+    p.add_argument("--pairs", type=int, default=5,
+                   help="pairs of beam and greedy search run back to back, for the spread of their ratio (default 5)")
     p.add_argument("--json", type=Path, help="also write the results here")
     args = p.parse_args()
     # As the `hourglass` command does when it starts; HOURGLASS_KEEP_FREED_MEMORY=0 measures glibc's defaults.
@@ -127,7 +154,9 @@ def main() -> int:
         res["prune"] = args.prune
     with torch.no_grad(), autocast(args.precision, task.device):
         translate(args.beam, args.batch)  # warm-up: first-call allocations and lazy initialisation
-        t, out = interleaved(variants, args.repeats)
+        rounds, out = interleaved(variants, args.repeats)
+        pairs = paired_ratios(variants["beam_batched"], variants["greedy_batched"], args.pairs)
+    t = {name: min(seconds) for name, seconds in rounds.items()}
     res.update({f"{name}_s": seconds for name, seconds in t.items() if not name.startswith("sweep_")})
     res.update(batched_speedup=t["beam_one_at_a_time"] / t["beam_batched"],
                beam_over_greedy=t["beam_batched"] / t["greedy_batched"],
@@ -146,8 +175,12 @@ def main() -> int:
     if "beam_uncached" in t:
         res.update(cache_speedup=t["beam_uncached"] / t["beam_batched"],
                    cached_equals_uncached=out["beam_uncached"] == out["beam_batched"])
+    if pairs:
+        res.update(beam_over_greedy_pair_median=statistics.median(pairs), beam_over_greedy_pair_min=min(pairs),
+                   beam_over_greedy_pair_max=max(pairs))
     for key, value in res.items():
         print(f"{key:24s} {value:.3f}" if isinstance(value, float) else f"{key:24s} {value}")
+    res.update(rounds_s=rounds, beam_over_greedy_pairs=pairs)
     if args.sweep:
         res["sweep"] = {size: {"beam_s": t[f"sweep_beam_{size}"], "greedy_s": t[f"sweep_greedy_{size}"],
                                "beam_over_greedy": t[f"sweep_beam_{size}"] / t[f"sweep_greedy_{size}"],
